@@ -1,0 +1,60 @@
+"""Entry point of the `pact` command: wires the command groups and turns errors into messages."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from pact import __version__
+from pact.cli import _output
+from pact.cli._groups import decode_app, encode_app, eval_app
+
+app = typer.Typer(
+    name="pact",
+    help="Long-context symbolic music generation with Perceiver AR.",
+    no_args_is_help=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    pretty_exceptions_show_locals=False,
+)
+
+
+app.add_typer(encode_app, name="encode")
+app.add_typer(decode_app, name="decode")
+app.add_typer(eval_app, name="eval")
+
+# Command modules register themselves on `app` and the groups when imported.
+# (One import line per module, added below as commands are written.)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        _output.stdout.print(f"pact {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """Long-context symbolic music generation with Perceiver AR."""
+
+
+def main() -> None:
+    """Run the CLI; a `PactError` becomes a one-line message and exit status 1."""
+    from pact.errors import PactError
+
+    try:
+        app()
+    except PactError as error:
+        if _output.debug_enabled():
+            raise
+        _output.print_error(str(error))
+        _output.stderr.print("[dim]Set PACT_DEBUG=1 to see the traceback.[/dim]")
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

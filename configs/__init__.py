@@ -1,0 +1,1 @@
+"""Named configurations, installed as `pact.configs`; see `pact.config.load_config`."""

@@ -1,0 +1,160 @@
+"""The tokenizer interface that every encoding plug-in implements.
+
+A tokenizer turns one item (a MIDI performance, a text, an image) into a 1-D array of int32
+ids and back. Ids 0 and 1 are reserved in every tokenizer:
+
+    0  PAD_ID  padding; never produced by `encode`, ignored by `decode`
+    1  EOS_ID  end of sequence; the dataset appends it to every document, `decode` stops there
+
+so a model, a dataset and the data pipeline can rely on them without knowing the tokenizer.
+
+A tokenizer is described by its `spec()`: name, version, vocabulary size and the options it
+was built with. The spec is saved with every dataset and run, and `check_compatible`
+rejects data or checkpoints made by another tokenizer, version or vocabulary.
+"""
+
+from __future__ import annotations
+
+import abc
+import os
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+
+from pact.errors import TokenizerMismatchError
+
+PAD_ID = 0
+EOS_ID = 1
+NUM_RESERVED_IDS = 2
+
+
+class Tokenizer(abc.ABC):
+    """Base class of the tokenizer plug-ins.
+
+    Subclasses set the class attributes and implement `read`, `encode`, `decode`, `write`,
+    `vocab_size` and `options`; the file-level methods are built from those.
+    """
+
+    name: ClassVar[str]
+    """Registry name, for example "performance"."""
+
+    version: ClassVar[str]
+    """Bumped whenever the same input would give other ids."""
+
+    file_suffixes: ClassVar[tuple[str, ...]]
+    """Lower-case suffixes of the files `read` accepts, for example (".mid", ".midi")."""
+
+    pad_id: ClassVar[int] = PAD_ID
+    eos_id: ClassVar[int] = EOS_ID
+    num_reserved_ids: ClassVar[int] = NUM_RESERVED_IDS
+
+    # Items and ids.
+
+    @abc.abstractmethod
+    def read(self, path: str | os.PathLike) -> Any:
+        """Read one item from a file; raise a `PactError` subclass naming the file if it is unreadable."""
+
+    @abc.abstractmethod
+    def encode(self, item: Any) -> np.ndarray:
+        """Encode an item as a 1-D int32 array of ids, without EOS."""
+
+    @abc.abstractmethod
+    def decode(self, ids: Sequence[int] | np.ndarray) -> Any:
+        """Decode ids into an item.
+
+        Must accept any sequence of ids in [0, vocab_size): padding is skipped, decoding stops at
+        the first EOS, and ids that make no sense in their place are dropped, never raised on.
+        """
+
+    @abc.abstractmethod
+    def write(self, item: Any, path: str | os.PathLike) -> None:
+        """Write a decoded item to a file in the tokenizer's native format."""
+
+    @property
+    @abc.abstractmethod
+    def vocab_size(self) -> int:
+        """Number of ids, the reserved ones included."""
+
+    @abc.abstractmethod
+    def options(self) -> dict[str, Any]:
+        """Keyword arguments that rebuild this tokenizer; JSON-serialisable."""
+
+    # Token names, for printing and for token files written by hand.
+
+    def id_to_token(self, token_id: int) -> str:
+        """Name of one id; subclasses with named events override this."""
+        if token_id == self.pad_id:
+            return "PAD"
+        if token_id == self.eos_id:
+            return "EOS"
+        return str(token_id)
+
+    def token_to_id(self, token: str) -> int:
+        """Inverse of `id_to_token`; raises `TokenizerError` for an unknown name."""
+        from pact.errors import TokenizerError
+
+        if token == "PAD":
+            return self.pad_id
+        if token == "EOS":
+            return self.eos_id
+        try:
+            token_id = int(token)
+        except ValueError:
+            raise TokenizerError(f"unknown token {token!r} for tokenizer {self.name!r}") from None
+        if not 0 <= token_id < self.vocab_size:
+            raise TokenizerError(
+                f"token id {token_id} is outside the vocabulary [0, {self.vocab_size}) of {self.name!r}"
+            )
+        return token_id
+
+    def ids_to_tokens(self, ids: Sequence[int] | np.ndarray) -> list[str]:
+        return [self.id_to_token(int(i)) for i in ids]
+
+    def tokens_to_ids(self, tokens: Sequence[str]) -> np.ndarray:
+        return np.asarray([self.token_to_id(t) for t in tokens], dtype=np.int32)
+
+    # Files.
+
+    def encode_file(self, path: str | os.PathLike) -> np.ndarray:
+        """Read and encode one file; the same code serves `pact encode file` and datasets."""
+        return self.encode(self.read(path))
+
+    def decode_to_file(self, ids: Sequence[int] | np.ndarray, path: str | os.PathLike) -> Any:
+        """Decode ids and write the item to `path`; returns the item."""
+        item = self.decode(ids)
+        self.write(item, path)
+        return item
+
+    # Description and compatibility.
+
+    def spec(self) -> dict[str, Any]:
+        """JSON-serialisable description saved with every dataset and run."""
+        return {
+            "name": self.name,
+            "version": self.version,
+            "vocab_size": self.vocab_size,
+            "options": self.options(),
+        }
+
+    def check_compatible(self, other_spec: dict[str, Any], source: str) -> None:
+        """Raise `TokenizerMismatchError` unless `other_spec` describes this same tokenizer.
+
+        `source` names where the other spec comes from ("dataset /data/maestro", "run runs/a")
+        and appears in the message next to both descriptions.
+        """
+        mine = self.spec()
+        differences = [
+            f"{key}: {other_spec.get(key)!r} in {source}, {mine[key]!r} here"
+            for key in ("name", "version", "vocab_size", "options")
+            if other_spec.get(key) != mine[key]
+        ]
+        if differences:
+            raise TokenizerMismatchError(
+                f"{source} was made with another tokenizer ({'; '.join(differences)}); "
+                "re-encode the data or use a run made with the same tokenizer"
+            )
+
+    def __repr__(self) -> str:
+        options = ", ".join(f"{k}={v!r}" for k, v in self.options().items())
+        return f"{type(self).__name__}({options})"

@@ -1,0 +1,39 @@
+"""Typed errors that the CLI turns into one-line messages.
+
+Library code raises a subclass of `PactError` for every failure a user can fix (bad input,
+a wrong flag value, a run directory from another tokenizer). Anything else is a bug and
+keeps its traceback.
+"""
+
+
+class PactError(Exception):
+    """Base class of every error a user can act on."""
+
+
+class ConfigError(PactError):
+    """An invalid configuration value, override or option combination."""
+
+
+class MidiReadError(PactError):
+    """A MIDI file that cannot be read; the message names the file and the reason."""
+
+    def __init__(self, path, reason: str):
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
+
+
+class TokenizerError(PactError):
+    """Ids or tokens that a tokenizer cannot encode or decode."""
+
+
+class TokenizerMismatchError(PactError):
+    """A dataset, run or checkpoint made with another tokenizer, version or vocabulary."""
+
+
+class DatasetError(PactError):
+    """A dataset that is missing, incomplete or not readable."""
+
+
+class CheckpointError(PactError):
+    """A run directory or checkpoint that is missing, damaged or does not match the model."""
