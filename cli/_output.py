@@ -2,14 +2,44 @@
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import os
-import sys
 
 from rich.console import Console
 
 # Rich already turns colours off when the stream is not a terminal; NO_COLOR is honoured too.
 stdout = Console(highlight=False)
 stderr = Console(stderr=True, highlight=False)
+
+
+@dataclasses.dataclass
+class _State:
+    quiet: bool = False
+
+
+state = _State()
+
+
+def show_progress() -> bool:
+    """Progress bars only for a person at a terminal, and not with --quiet."""
+    return not state.quiet and stderr.is_terminal
+
+
+@contextlib.contextmanager
+def progress_bar(total: int, label: str, unit: str = ""):
+    """Yield `advance(count)` for a Rich progress bar on stderr; does nothing without a terminal."""
+    if not show_progress():
+        yield lambda count: None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    columns = [TextColumn(label), BarColumn(), MofNCompleteColumn()]
+    if unit:
+        columns.append(TextColumn(unit))
+    with Progress(*columns, TimeRemainingColumn(), console=stderr) as progress:
+        task = progress.add_task(label, total=total)
+        yield lambda count: progress.advance(task, count)
 
 
 def debug_enabled() -> bool:
@@ -21,5 +51,20 @@ def print_error(message: str) -> None:
     stderr.print(f"[bold red]Error:[/bold red] {message}", soft_wrap=True)
 
 
-def is_interactive() -> bool:
-    return sys.stderr.isatty()
+def configure_logging(verbosity: int) -> None:
+    """Send pact's logs to stderr through Rich: -1 quiet (warnings), 0 info, 1 debug."""
+    import logging
+
+    from rich.logging import RichHandler
+
+    level = {-1: logging.WARNING, 0: logging.INFO}.get(verbosity, logging.DEBUG)
+    handler = RichHandler(console=stderr, show_path=False, show_time=verbosity > 0, markup=False)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    root = logging.getLogger("pact")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False
+    # Orbax and TFDS log every file operation through absl at INFO; keep those for -v.
+    if verbosity < 1:
+        for name in ("absl", "orbax", "jax._src.xla_bridge", "tensorflow_datasets"):
+            logging.getLogger(name).setLevel(logging.WARNING)

@@ -24,7 +24,9 @@ app.add_typer(decode_app, name="decode")
 app.add_typer(eval_app, name="eval")
 
 # Command modules register themselves on `app` and the groups when imported.
-# (One import line per module, added below as commands are written.)
+from pact.cli import evaluate, train  # noqa: E402
+
+app.command("train", epilog=train.EXAMPLES)(train.train)
 
 
 def _print_version(value: bool) -> None:
@@ -38,8 +40,12 @@ def _root(
     version: bool = typer.Option(
         False, "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
     ),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log debug details, library logs included."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Log warnings and errors only; no progress bars."),
 ) -> None:
     """Long-context symbolic music generation with Perceiver AR."""
+    _output.state.quiet = quiet
+    _output.configure_logging(-1 if quiet else (1 if verbose else 0))
 
 
 def main() -> None:

@@ -1,0 +1,82 @@
+"""`pact train`: train a Perceiver AR into a run directory, or resume one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from pact.cli import _output
+
+EXAMPLES = """
+Examples:
+
+  pact train runs/maestro --config maestro-small --data data/maestro_asap
+
+  pact train runs/maestro --set train.steps=20000      # resume and extend a run
+
+  pact train runs/tiny --config tiny --data data/maestro_asap --set model.num_layers=2
+"""
+
+
+def train(
+    run_dir: Annotated[Path, typer.Argument(help="Run directory for the config, checkpoints and metrics. "
+                                                 "An existing one is resumed from its newest checkpoint.")],
+    config: Annotated[str | None, typer.Option(
+        "--config", "-c",
+        help="Named config (see --list-configs) or a saved config.json. Default: maestro-small for a "
+             "new run, the saved config when resuming.")] = None,
+    data: Annotated[Path | None, typer.Option(
+        help="Dataset directory written by `pact encode dataset` (DATA_DIR/NAME); sets data.dataset.")] = None,
+    steps: Annotated[int | None, typer.Option(min=1, help="Total optimizer steps; sets train.steps.")] = None,
+    overrides: Annotated[list[str] | None, typer.Option(
+        "--set", "-s", metavar="KEY=VALUE",
+        help="Override a config value, for example model.num_layers=4 or train.learning_rate=1e-3; repeatable.")] = None,
+    list_configs: Annotated[bool, typer.Option("--list-configs", help="List the named configs and exit.")] = False,
+) -> None:
+    """Train a model on an encoded dataset; Ctrl-C saves a checkpoint and stops."""
+    from pact.config import available_configs, load_config
+    from pact.run import RunDir
+
+    if list_configs:
+        for name in available_configs():
+            _output.stdout.print(name)
+        return
+
+    # A resumed run starts from its saved config; --set and --steps then may only extend it.
+    run = RunDir(run_dir)
+    if config is None:
+        config = str(run.config_path) if run.exists() else "maestro-small"
+    overrides = list(overrides or [])
+    if data is not None:
+        overrides.append(f"data.dataset={data}")
+    if steps is not None:
+        overrides.append(f"train.steps={steps}")
+    resolved = load_config(config, overrides)
+
+    from pact.train import train_and_evaluate
+
+    summary = train_and_evaluate(resolved, run_dir, progress=_output.show_progress())
+    _print_summary(summary)
+    if summary.interrupted:
+        raise typer.Exit(130)
+
+
+def _print_summary(summary) -> None:
+    from rich.table import Table
+
+    table = Table(show_header=False, box=None, pad_edge=False)
+    table.add_row("run", str(summary.run_dir))
+    table.add_row("steps", f"{summary.start_step} -> {summary.step}")
+    if summary.train_loss is not None:
+        table.add_row("train loss", f"{summary.train_loss:.4f}")
+    if summary.validation is not None:
+        validation = summary.validation
+        table.add_row("validation NLL", f"{validation['nll']:.4f} nats/token ({validation['bits']:.3f} bits)")
+        table.add_row("validation accuracy", f"{validation['accuracy']:.3f}")
+    if summary.tokens_per_second is not None:
+        table.add_row("speed", f"{summary.tokens_per_second:,.0f} target tokens/s")
+    table.add_row("time", f"{summary.seconds:.0f} s")
+    _output.stdout.print(table)
+    _output.stdout.print(f"Sample from it with: pact sample {summary.run_dir} --out samples")

@@ -1,0 +1,178 @@
+"""Strided (block) evaluation of whole documents.
+
+Each document is read as [EOS] + tokens, and every token after the leading EOS is a target,
+scored exactly once. The targets are tiled into blocks of W <= N consecutive positions; a block
+ending at target position b is scored by the last W latents of one forward pass whose input is
+the up to M tokens before b, so every target sees between M - W + 1 and M tokens of context
+(fewer near the start of a document). W = N is the cheapest setting; W = 1 gives every target
+the full context at N times the cost.
+
+Reported per split: NLL per token in nats and bits, perplexity, next-token accuracy, and the
+NLL bucketed by the target's position in its document (0-512, 512-1024, 1024-2048, ...), which
+shows whether long context is used.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable, Iterator
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from pact.data import PAD_ID, with_start
+from pact.errors import ConfigError
+
+FIRST_BUCKET = 512
+
+
+def bucket_edges(max_position: int) -> list[int]:
+    """Bucket boundaries 0, 512, 1024, 2048, ... up to past `max_position`."""
+    edges = [0, FIRST_BUCKET]
+    while edges[-1] <= max_position:
+        edges.append(edges[-1] * 2)
+    return edges
+
+
+@dataclasses.dataclass
+class Window:
+    inputs: np.ndarray  # [M] int32, left-padded
+    targets: np.ndarray  # [M] int32, PAD except the W scored positions
+    positions: np.ndarray  # [M] int32, position in the document of each target, -1 if none
+
+
+def document_windows(tokens: np.ndarray, context: int, block_size: int) -> Iterator[Window]:
+    """Windows that together score every target of one document once."""
+    sequence = with_start(tokens)
+    length = len(sequence)
+    # Targets are sequence[1:]; block [first, last] is scored from the inputs before `last`.
+    for first in range(1, length, block_size):
+        last = min(first + block_size - 1, length - 1)
+        start = max(0, last - context)
+        inputs = sequence[start:last]
+        scored = last - first + 1
+        window_inputs = np.full(context, PAD_ID, np.int32)
+        window_targets = np.full(context, PAD_ID, np.int32)
+        window_positions = np.full(context, -1, np.int32)
+        window_inputs[context - len(inputs):] = inputs
+        window_targets[context - scored:] = sequence[first:last + 1]
+        window_positions[context - scored:] = np.arange(first, last + 1)
+        yield Window(window_inputs, window_targets, window_positions)
+
+
+def _batches(source, context: int, block_size: int, batch_size: int) -> Iterator[dict[str, np.ndarray]]:
+    pending: list[Window] = []
+    for index in range(len(source)):
+        for window in document_windows(np.asarray(source[index]["tokens"]), context, block_size):
+            pending.append(window)
+            if len(pending) == batch_size:
+                yield _stack(pending, batch_size)
+                pending = []
+    if pending:
+        yield _stack(pending, batch_size)
+
+
+def _stack(windows: list[Window], batch_size: int) -> dict[str, np.ndarray]:
+    # Pad the last batch with empty windows so that every batch has one shape (one compile).
+    context = len(windows[0].inputs)
+    empty = Window(np.full(context, PAD_ID, np.int32), np.full(context, PAD_ID, np.int32),
+                   np.full(context, -1, np.int32))
+    windows = windows + [empty] * (batch_size - len(windows))
+    return {
+        "inputs": np.stack([w.inputs for w in windows]),
+        "targets": np.stack([w.targets for w in windows]),
+        "positions": np.stack([w.positions for w in windows]),
+    }
+
+
+def make_score_step(model, num_latents: int) -> Callable:
+    """Jitted (params, inputs [B, M], targets [B, N]) -> (nll [B, N], correct [B, N]); 0 where padding."""
+    graphdef, _ = nnx.split(model)
+
+    def score(params, inputs, targets):
+        logits = nnx.merge(graphdef, params)(inputs, num_latents=num_latents)
+        mask = targets != PAD_ID
+        log_normaliser = jax.nn.logsumexp(logits, axis=-1)
+        target_logits = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
+        nll = jnp.where(mask, log_normaliser - target_logits, 0.0)
+        correct = jnp.where(mask, jnp.argmax(logits, axis=-1) == targets, False)
+        return nll, correct
+
+    return jax.jit(score)
+
+
+@dataclasses.dataclass
+class EvalResult:
+    split: str
+    documents: int
+    targets: int
+    nll: float
+    bits: float
+    perplexity: float
+    accuracy: float
+    num_latents: int
+    block_size: int
+    context: int
+    buckets: list[dict]  # {"start", "end", "targets", "nll"} per position bucket
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def evaluate_source(model, source, *, split: str, num_latents: int | None = None,
+                    block_size: int | None = None, batch_size: int = 8,
+                    on_batch: Callable[[int], None] | None = None) -> EvalResult:
+    """Score every target of every document in `source` (see the module docstring)."""
+    config = model.config
+    context = config.max_context
+    num_latents = num_latents or config.num_latents
+    block_size = block_size or num_latents
+    if not 1 <= num_latents <= context:
+        raise ConfigError(f"--latents={num_latents} is invalid: use 1 to the context length {context}")
+    if not 1 <= block_size <= num_latents:
+        raise ConfigError(
+            f"--block-size={block_size} is invalid: use 1 to the number of latents ({num_latents})"
+        )
+
+    score = make_score_step(model, num_latents)
+    params = nnx.split(model)[1]
+    max_position = max((len(source[i]["tokens"]) for i in range(len(source))), default=0)
+    edges = bucket_edges(max_position)
+    bucket_nll = np.zeros(len(edges) - 1)
+    bucket_count = np.zeros(len(edges) - 1, np.int64)
+    total_nll, total_correct, total_count = 0.0, 0, 0
+
+    for batch in _batches(source, context, block_size, batch_size):
+        nll, correct = score(params, batch["inputs"], batch["targets"][:, -num_latents:])
+        nll, correct = np.asarray(nll, np.float64), np.asarray(correct)
+        positions = batch["positions"][:, -num_latents:]
+        scored = positions >= 0
+        total_nll += float(nll[scored].sum())
+        total_correct += int(correct[scored].sum())
+        total_count += int(scored.sum())
+        bucket = np.searchsorted(edges, positions[scored], side="right") - 1
+        np.add.at(bucket_nll, bucket, nll[scored])
+        np.add.at(bucket_count, bucket, 1)
+        if on_batch is not None:
+            on_batch(int(scored.sum()))
+
+    mean_nll = total_nll / max(total_count, 1)
+    buckets = [
+        {"start": edges[i], "end": edges[i + 1], "targets": int(bucket_count[i]),
+         "nll": float(bucket_nll[i] / bucket_count[i])}
+        for i in range(len(bucket_count)) if bucket_count[i] > 0
+    ]
+    return EvalResult(
+        split=split, documents=len(source), targets=total_count, nll=mean_nll,
+        bits=mean_nll / math.log(2), perplexity=math.exp(min(mean_nll, 50.0)),
+        accuracy=total_correct / max(total_count, 1), num_latents=num_latents,
+        block_size=block_size, context=context, buckets=buckets,
+    )
+
+
+def count_targets(source) -> int:
+    """Targets `evaluate_source` will score: every token of every document."""
+    return sum(len(source[i]["tokens"]) for i in range(len(source)))

@@ -1,0 +1,305 @@
+"""Perceiver AR (Hawthorne, Jaegle et al., ICML 2022) in Flax NNX.
+
+Axis legend: B batch, T input positions, N latents, D channels, H heads, K channels per head,
+F MLP hidden channels, V vocabulary.
+
+The input is T tokens, left-padded with PAD_ID (0), so the last N positions are always the
+latents: latent n sits on input position T - N + n and predicts the token after it. One
+cross-attention maps the N latents onto all T inputs (each latent sees inputs up to and
+including its own position, at most `max_context` of them), then `num_layers` causal
+self-attention blocks run over the N latents only. The cost is O(T*N) + O(L*N^2) per forward
+instead of O(L*T^2) for a decoder-only Transformer.
+
+Choices where the original code and its Flaxformer port differ:
+- Positions are rotate-half rotary embeddings (base `rotary_base`) on the first
+  `rotary_fraction` of each head's channels, in the cross-attention and every self-attention.
+  Flaxformer's choice; the original used wavelengths tied to the context length.
+- A latent's initial state is its token's embedding (Flaxformer); the query projection of the
+  cross-attention provides the learned projection the original applied before it.
+- MLPs use squared ReLU by default (original) with 4x hidden width; pre-norm LayerNorms; the
+  cross-attention normalises queries and keys/values with separate LayerNorms (original).
+- The output head is untied and zero-initialised, so training starts from uniform predictions.
+
+The number of latents is not a parameter: pass `num_latents` at call time to trade compute for
+quality at evaluation or sampling time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from pact.attention import attention, resolve_kernel
+from pact.config import ModelConfig
+
+PAD_ID = 0
+
+
+# Rotary positions.
+
+
+def rotary_channels(head_channels: int, fraction: float) -> int:
+    """Channels per head that carry rotary positions: an even number."""
+    return int(head_channels * fraction) // 2 * 2
+
+
+def apply_rotary(x: jax.Array, positions: jax.Array, rotary_dim: int, base: float) -> jax.Array:
+    """Rotate the first `rotary_dim` channels of x [B, T, H, K] by positions [T] (rotate-half)."""
+    if rotary_dim == 0:
+        return x
+    half = rotary_dim // 2
+    frequencies = base ** (-jnp.arange(half, dtype=jnp.float32) / half)  # [K_r / 2]
+    angles = positions.astype(jnp.float32)[:, None] * frequencies[None, :]  # [T, K_r / 2]
+    sin = jnp.sin(angles)[None, :, None, :]  # [1, T, 1, K_r / 2]
+    cos = jnp.cos(angles)[None, :, None, :]
+    rotated = x[..., :rotary_dim].astype(jnp.float32)
+    first, second = rotated[..., :half], rotated[..., half:]
+    rotated = jnp.concatenate([first * cos - second * sin, second * cos + first * sin], axis=-1)
+    return jnp.concatenate([rotated.astype(x.dtype), x[..., rotary_dim:]], axis=-1)
+
+
+def _dropout(x: jax.Array, rate: float, key: jax.Array | None) -> jax.Array:
+    """Inverted dropout; identity when `key` is None (evaluation) or the rate is 0."""
+    if key is None or rate == 0.0:
+        return x
+    keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
+    return jnp.where(keep, x / (1.0 - rate), 0.0).astype(x.dtype)
+
+
+def _split(key: jax.Array | None, count: int) -> list[jax.Array | None]:
+    return [None] * count if key is None else list(jax.random.split(key, count))
+
+
+# Layers.
+
+
+class Attention(nnx.Module):
+    """Multi-head attention with rotary positions, split into steps a cache can reuse.
+
+    `queries` and `keys_values` return projections *before* rotary, so a cache can keep keys
+    and values and rotate them with whatever positions the current window gives them.
+    """
+
+    def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
+        channels, heads = config.num_channels, config.num_heads
+        dtype = jnp.dtype(config.compute_dtype)
+        linear = dict(use_bias=False, dtype=dtype, preferred_element_type=jnp.float32, rngs=rngs)
+        self.query = nnx.Linear(channels, channels, **linear)
+        self.key = nnx.Linear(channels, channels, **linear)
+        self.value = nnx.Linear(channels, channels, **linear)
+        self.output = nnx.Linear(channels, channels, **linear)
+        self.num_heads = heads
+        self.compute_dtype = dtype
+        self.rotary_dim = rotary_channels(config.head_channels, config.rotary_fraction)
+        self.rotary_base = config.rotary_base
+        self.kernel = config.attention
+        self.chunk_size = config.attention_chunk_size
+
+    def _heads(self, x: jax.Array) -> jax.Array:  # [B, T, D] -> [B, T, H, K]
+        return x.reshape(*x.shape[:-1], self.num_heads, -1).astype(self.compute_dtype)
+
+    def queries(self, x: jax.Array) -> jax.Array:
+        return self._heads(self.query(x))
+
+    def keys_values(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+        return self._heads(self.key(x)), self._heads(self.value(x))
+
+    def attend(self, q, k, v, q_positions, k_positions, k_valid, *, window=None) -> jax.Array:
+        """Rotate, attend and project: q [B, Q, H, K], k and v [B, T, H, K] -> [B, Q, D] float32."""
+        q = apply_rotary(q, q_positions, self.rotary_dim, self.rotary_base)
+        k = apply_rotary(k, k_positions, self.rotary_dim, self.rotary_base)
+        kernel = resolve_kernel(self.kernel, k.shape[1], self.chunk_size)
+        out = attention(
+            q, k, v, q_positions, k_positions, k_valid,
+            window=window, kernel=kernel, chunk_size=self.chunk_size,
+        )  # [B, Q, H, K] float32
+        return self.output(out.reshape(*out.shape[:2], -1).astype(self.compute_dtype))
+
+
+class MLP(nnx.Module):
+    def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
+        channels = config.num_channels
+        hidden = channels * config.mlp_ratio
+        dtype = jnp.dtype(config.compute_dtype)
+        linear = dict(dtype=dtype, preferred_element_type=jnp.float32, rngs=rngs)
+        self.up = nnx.Linear(channels, hidden, **linear)
+        self.down = nnx.Linear(hidden, channels, **linear)
+        self.activation = config.activation
+        self.compute_dtype = dtype
+
+    def __call__(self, x: jax.Array) -> jax.Array:  # [B, N, D] -> [B, N, D] float32
+        hidden = self.up(x)  # [B, N, F] float32
+        if self.activation == "squared_relu":
+            hidden = jnp.square(jax.nn.relu(hidden))
+        else:
+            hidden = jax.nn.gelu(hidden)
+        return self.down(hidden.astype(self.compute_dtype))
+
+
+class CrossAttentionBlock(nnx.Module):
+    """Latents attend to the inputs, then an MLP; pre-norm residuals on the latents."""
+
+    def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
+        channels = config.num_channels
+        self.query_norm = nnx.LayerNorm(channels, rngs=rngs)
+        self.input_norm = nnx.LayerNorm(channels, rngs=rngs)
+        self.attention = Attention(config, rngs=rngs)
+        self.mlp_norm = nnx.LayerNorm(channels, rngs=rngs)
+        self.mlp = MLP(config, rngs=rngs)
+        self.dropout = config.dropout
+        self.window = config.max_context
+
+    def input_keys_values(self, inputs: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """Keys and values [B, T, H, K] of embedded inputs [B, T, D], before rotary."""
+        return self.attention.keys_values(self.input_norm(inputs))
+
+    def __call__(self, latents, latent_positions, keys, values, input_positions, input_valid,
+                 *, dropout_key=None) -> jax.Array:
+        """latents [B, N, D], keys and values [B, T, H, K] -> latents [B, N, D]."""
+        first_key, second_key = _split(dropout_key, 2)
+        queries = self.attention.queries(self.query_norm(latents))
+        attended = self.attention.attend(
+            queries, keys, values, latent_positions, input_positions, input_valid, window=self.window
+        )
+        latents = latents + _dropout(attended, self.dropout, first_key)
+        return latents + _dropout(self.mlp(self.mlp_norm(latents)), self.dropout, second_key)
+
+
+class SelfAttentionBlock(nnx.Module):
+    """Causal self-attention over the latents, then an MLP; pre-norm residuals."""
+
+    def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
+        channels = config.num_channels
+        self.attention_norm = nnx.LayerNorm(channels, rngs=rngs)
+        self.attention = Attention(config, rngs=rngs)
+        self.mlp_norm = nnx.LayerNorm(channels, rngs=rngs)
+        self.mlp = MLP(config, rngs=rngs)
+        self.dropout = config.dropout
+
+    def __call__(self, latents, positions, valid, *, dropout_key=None):
+        """latents [B, N, D] at positions [N] with validity [B, N] -> (latents, (keys, values)).
+
+        The keys and values [B, N, H, K] (before rotary) are what a decoding cache keeps.
+        """
+        normed = self.attention_norm(latents)
+        keys, values = self.attention.keys_values(normed)
+        latents = self.attend(latents, normed, keys, values, positions, positions, valid,
+                              dropout_key=dropout_key)
+        return latents, (keys, values)
+
+    def attend(self, latents, normed, keys, values, q_positions, k_positions, k_valid,
+               *, dropout_key=None) -> jax.Array:
+        """Residual attention of `latents` (normed: `normed`) onto given keys, then the MLP."""
+        first_key, second_key = _split(dropout_key, 2)
+        queries = self.attention.queries(normed)
+        attended = self.attention.attend(queries, keys, values, q_positions, k_positions, k_valid)
+        latents = latents + _dropout(attended, self.dropout, first_key)
+        return latents + _dropout(self.mlp(self.mlp_norm(latents)), self.dropout, second_key)
+
+
+# The model.
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass
+class ForwardCache:
+    """Keys and values of a full forward pass, as the sampler's cache starts from them.
+
+    input_keys, input_values    [B, T, H, K]     cross-attention keys of every input, before rotary
+    latent_keys, latent_values  [L, B, N, H, K]  each self-attention layer's latent keys
+    """
+
+    input_keys: jax.Array
+    input_values: jax.Array
+    latent_keys: jax.Array
+    latent_values: jax.Array
+
+
+class PerceiverAR(nnx.Module):
+    def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
+        if config.vocab_size is None:
+            raise ValueError("ModelConfig.vocab_size must be set before building the model")
+        self.config = config
+        channels = config.num_channels
+        self.embed = nnx.Embed(
+            config.vocab_size, channels, embedding_init=nnx.initializers.normal(0.02), rngs=rngs
+        )
+        self.cross_attention = CrossAttentionBlock(config, rngs=rngs)
+        self.blocks = nnx.List([SelfAttentionBlock(config, rngs=rngs) for _ in range(config.num_layers)])
+        self.final_norm = nnx.LayerNorm(channels, rngs=rngs)
+        self.head = nnx.Linear(
+            channels, config.vocab_size, kernel_init=nnx.initializers.zeros_init(),
+            dtype=jnp.dtype(config.compute_dtype), preferred_element_type=jnp.float32, rngs=rngs,
+        )
+
+    def __call__(self, inputs: jax.Array, *, num_latents: int | None = None,
+                 dropout_key: jax.Array | None = None, latent_mask: jax.Array | None = None) -> jax.Array:
+        """Next-token logits [B, N, V] float32 for inputs [B, T] int32.
+
+        Latent n predicts the token after input position T - N + n. T may exceed `max_context`
+        (the sampler passes up to max_context + N - 1 tokens); each latent still sees at most
+        `max_context` inputs. `dropout_key` turns on dropout and cross-attend dropout
+        (training). `latent_mask` [N] bool marks latents to treat as padding where False.
+        """
+        return self.forward(inputs, num_latents=num_latents, dropout_key=dropout_key,
+                            latent_mask=latent_mask)[0]
+
+    def forward(self, inputs: jax.Array, *, num_latents: int | None = None,
+                dropout_key: jax.Array | None = None,
+                latent_mask: jax.Array | None = None) -> tuple[jax.Array, ForwardCache]:
+        """Logits [B, N, V] and the keys and values a decoding cache starts from."""
+        config = self.config
+        batch, length = inputs.shape
+        num_latents = num_latents or config.num_latents
+        if num_latents > length:
+            raise ValueError(f"num_latents={num_latents} exceeds the input length {length}")
+        mask_key, cross_key, block_key = _split(dropout_key, 3)
+
+        # 1. Embed every input; the last N embeddings start the latents.
+        positions = jnp.arange(length)  # [T]
+        valid = inputs != PAD_ID  # [B, T]
+        embedded = self.embed(inputs)  # [B, T, D]
+        latents = embedded[:, length - num_latents:]  # [B, N, D]
+        latent_positions = positions[length - num_latents:]  # [N]
+        latent_valid = valid[:, length - num_latents:]  # [B, N]
+        if latent_mask is not None:
+            latent_valid = latent_valid & latent_mask[None, :]
+
+        # 2. Cross-attend dropout: drop context positions as keys, one draw per example and
+        #    position shared by all latents and heads. The latents' own positions are never
+        #    dropped, so every latent keeps the keys from the first latent up to itself.
+        key_valid = valid
+        if mask_key is not None and config.cross_attend_dropout > 0.0:
+            context = length - num_latents
+            keep = jax.random.bernoulli(mask_key, 1.0 - config.cross_attend_dropout, (batch, context))
+            key_valid = key_valid.at[:, :context].set(valid[:, :context] & keep)
+
+        # 3. One cross-attention from the latents onto all inputs.
+        input_keys, input_values = self.cross_attention.input_keys_values(embedded)
+        latents = self.cross_attention(
+            latents, latent_positions, input_keys, input_values, positions, key_valid,
+            dropout_key=cross_key,
+        )
+
+        # 4. Causal self-attention over the latents only.
+        latent_keys, latent_values = [], []
+        for block, key in zip(self.blocks, _split(block_key, len(self.blocks))):
+            if config.remat:
+                run_block = nnx.remat(lambda b, x, k: b(x, latent_positions, latent_valid, dropout_key=k))
+                latents, (keys, values) = run_block(block, latents, key)
+            else:
+                latents, (keys, values) = block(latents, latent_positions, latent_valid, dropout_key=key)
+            latent_keys.append(keys)
+            latent_values.append(values)
+
+        # 5. Untied head.
+        logits = self.head(self.final_norm(latents))  # [B, N, V] float32
+        cache = ForwardCache(input_keys, input_values, jnp.stack(latent_keys), jnp.stack(latent_values))
+        return logits, cache
+
+
+def count_parameters(model: nnx.Module) -> int:
+    return sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param)))

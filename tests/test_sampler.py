@@ -1,0 +1,153 @@
+"""Cached decoding equals full forward passes; sampling strategies pick what they should."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from pact import sampler as sampler_lib
+from pact.config import ModelConfig
+from pact.errors import ConfigError
+from pact.model import PerceiverAR
+from pact.sampling import SamplingConfig, filter_logits, sample_logits
+
+VOCAB = 40
+
+
+@pytest.fixture(autouse=True)
+def highest_precision():
+    with jax.default_matmul_precision("highest"):
+        yield
+
+
+def _model(context=16, latents=6, head_scale=1.0, allow_eos=True) -> PerceiverAR:
+    config = ModelConfig(
+        vocab_size=VOCAB, max_context=context, num_latents=latents, num_channels=32, num_heads=2,
+        num_layers=2, dropout=0.0, cross_attend_dropout=0.0, compute_dtype="float32",
+    )
+    model = PerceiverAR(config, rngs=nnx.Rngs(0))
+    model.head.kernel[...] = head_scale * jax.random.normal(jax.random.key(1), model.head.kernel[...].shape)
+    if not allow_eos:
+        model.head.bias[...] = model.head.bias[...].at[sampler_lib.EOS_ID].set(-1e4)
+    return model
+
+
+@pytest.mark.parametrize("prompt_length", [1, 4, 20])
+def test_cached_logits_equal_full_passes(prompt_length):
+    # 45 steps: past the 16-token context and through several refills of the 6-latent cache.
+    model = _model()
+    sampler = sampler_lib.Sampler(model, SamplingConfig())
+    prompt = np.random.default_rng(0).integers(2, VOCAB, size=prompt_length)
+    prompt[0] = sampler_lib.EOS_ID
+    window = sampler.prime_tokens(prompt, 2)
+    cached = uncached = sampler_lib.full_pass(model, window, sampler_lib.refill_latents(6))
+    cached_step = jax.jit(lambda state, token: sampler_lib.decode_step(model, state, token, True))
+    uncached_step = jax.jit(lambda state, token: sampler_lib.decode_step(model, state, token, False))
+
+    rng = np.random.default_rng(1)
+    counts = []
+    for step in range(45):
+        assert int(cached.latent_count) == int(uncached.latent_count)
+        counts.append(int(cached.latent_count))
+        np.testing.assert_allclose(
+            np.asarray(cached.logits), np.asarray(uncached.logits), atol=1e-4, rtol=1e-5,
+            err_msg=f"step {step}, {counts[-1]} latents",
+        )
+        token = jnp.asarray(rng.integers(2, VOCAB, size=2), jnp.int32)
+        cached, uncached = cached_step(cached, token), uncached_step(uncached, token)
+    # The schedule went through refills: N/2 .. N, then back to N/2.
+    assert counts[:5] == [3, 4, 5, 6, 3]
+    assert counts.count(3) >= 10
+
+
+def test_generate_same_with_and_without_cache():
+    model = _model(head_scale=0.2, allow_eos=False)
+    prompt = np.array([sampler_lib.EOS_ID, 5, 9])
+    cached = sampler_lib.Sampler(model, SamplingConfig(temperature=0.8), chunk_size=8)
+    uncached = sampler_lib.Sampler(model, SamplingConfig(temperature=0.8), use_cache=False, chunk_size=8)
+    a = cached.generate(prompt, num_tokens=40, num_variations=3, seed=4)
+    b = uncached.generate(prompt, num_tokens=40, num_variations=3, seed=4)
+    np.testing.assert_array_equal(a.tokens, b.tokens)
+    assert a.tokens.shape == (3, 40)
+    # Variations differ from one another.
+    assert len({tuple(row) for row in a.tokens}) == 3
+
+
+def test_generate_same_seed_same_tokens():
+    model = _model(head_scale=0.2, allow_eos=False)
+    sampler = sampler_lib.Sampler(model, SamplingConfig(), chunk_size=8)
+    prompt = np.array([sampler_lib.EOS_ID])
+    first = sampler.generate(prompt, num_tokens=20, num_variations=2, seed=11)
+    second = sampler.generate(prompt, num_tokens=20, num_variations=2, seed=11)
+    other = sampler.generate(prompt, num_tokens=20, num_variations=2, seed=12)
+    np.testing.assert_array_equal(first.tokens, second.tokens)
+    assert not np.array_equal(first.tokens, other.tokens)
+
+
+def test_generation_stops_after_eos():
+    model = _model()
+    # Make EOS the most likely token everywhere: greedy decoding then ends at once.
+    bias = model.head.bias[...]
+    model.head.bias[...] = bias.at[sampler_lib.EOS_ID].set(1e4)
+    sampler = sampler_lib.Sampler(model, SamplingConfig(temperature=0.0), chunk_size=8)
+    result = sampler.generate(np.array([sampler_lib.EOS_ID]), num_tokens=30, num_variations=2)
+    assert result.tokens.shape == (2, 8)  # stopped after the first chunk
+    np.testing.assert_array_equal(result.tokens[:, 0], sampler_lib.EOS_ID)
+    np.testing.assert_array_equal(result.tokens[:, 1:], 0)
+    np.testing.assert_array_equal(result.lengths, 1)
+
+
+# Strategies.
+
+
+def test_skewed_logits_pick_the_peak():
+    logits = jnp.full((4, VOCAB), -5.0).at[:, 7].set(20.0)
+    tokens = sample_logits(logits, jax.random.key(0), SamplingConfig())
+    np.testing.assert_array_equal(np.asarray(tokens), 7)
+
+
+def test_top_one_equals_greedy():
+    logits = jax.random.normal(jax.random.key(1), (16, VOCAB))
+    greedy = sample_logits(logits, jax.random.key(2), SamplingConfig(temperature=0.0))
+    top_one = sample_logits(logits, jax.random.key(3), SamplingConfig(top_k=1))
+    np.testing.assert_array_equal(np.asarray(top_one), np.asarray(greedy))
+
+
+def test_padding_never_sampled():
+    logits = jnp.zeros((64, 3)).at[:, 0].set(50.0)
+    tokens = sample_logits(logits, jax.random.key(4), SamplingConfig())
+    assert 0 not in np.asarray(tokens)
+    assert int(sample_logits(logits, jax.random.key(4), SamplingConfig(temperature=0.0))[0]) != 0
+
+
+def test_top_p_keeps_smallest_nucleus():
+    probabilities = np.array([[0.0, 0.5, 0.3, 0.15, 0.05]])
+    logits = jnp.log(jnp.asarray(probabilities) + 1e-12)
+    kept = np.asarray(filter_logits(logits, SamplingConfig(top_p=0.75))) > -1e29
+    # 0.5 < 0.75 so token 2 joins; 0.8 >= 0.75 so the nucleus stops there.
+    np.testing.assert_array_equal(kept, [[False, True, True, False, False]])
+    kept = np.asarray(filter_logits(logits, SamplingConfig(top_p=0.01))) > -1e29
+    np.testing.assert_array_equal(kept, [[False, True, False, False, False]])
+
+
+def test_top_k_and_min_p_filters():
+    probabilities = np.array([[0.0, 0.5, 0.3, 0.15, 0.05]])
+    logits = jnp.log(jnp.asarray(probabilities) + 1e-12)
+    kept = np.asarray(filter_logits(logits, SamplingConfig(top_k=2))) > -1e29
+    np.testing.assert_array_equal(kept, [[False, True, True, False, False]])
+    # min-p 0.25: keep tokens with at least 0.125 probability.
+    kept = np.asarray(filter_logits(logits, SamplingConfig(min_p=0.25))) > -1e29
+    np.testing.assert_array_equal(kept, [[False, True, True, True, False]])
+
+
+@pytest.mark.parametrize("values, text", [
+    ({"temperature": -1.0}, "temperature=-1.0"),
+    ({"top_p": 0.0}, "top-p=0.0"),
+    ({"top_p": 1.5}, "top-p=1.5"),
+    ({"top_k": -3}, "top-k=-3"),
+    ({"min_p": 1.0}, "min-p=1.0"),
+])
+def test_invalid_sampling_values_rejected(values, text):
+    with pytest.raises(ConfigError, match=text):
+        SamplingConfig(**values)
