@@ -26,11 +26,27 @@ def show_progress() -> bool:
     return not state.quiet and stderr.is_terminal
 
 
+class ProgressHandle:
+    """What `progress_bar` yields: `advance(count)` or `update(completed, total)`."""
+
+    def __init__(self, progress=None, task=None):
+        self.progress = progress
+        self.task = task
+
+    def advance(self, count: int) -> None:
+        if self.progress is not None:
+            self.progress.advance(self.task, count)
+
+    def update(self, completed: int, total: int | None = None) -> None:
+        if self.progress is not None:
+            self.progress.update(self.task, completed=completed, total=total)
+
+
 @contextlib.contextmanager
-def progress_bar(total: int, label: str, unit: str = ""):
-    """Yield `advance(count)` for a Rich progress bar on stderr; does nothing without a terminal."""
+def progress_bar(total: int | None, label: str, unit: str = ""):
+    """Yield a `ProgressHandle` for a Rich progress bar on stderr; it does nothing without a terminal."""
     if not show_progress():
-        yield lambda count: None
+        yield ProgressHandle()
         return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -38,8 +54,7 @@ def progress_bar(total: int, label: str, unit: str = ""):
     if unit:
         columns.append(TextColumn(unit))
     with Progress(*columns, TimeRemainingColumn(), console=stderr) as progress:
-        task = progress.add_task(label, total=total)
-        yield lambda count: progress.advance(task, count)
+        yield ProgressHandle(progress, progress.add_task(label, total=total))
 
 
 def debug_enabled() -> bool:

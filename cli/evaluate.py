@@ -42,10 +42,10 @@ def benchmark(
         raise DatasetError(f"dataset {dataset_path} has no split {split!r}; it has {', '.join(dataset.splits)}")
     source = dataset.source(split)
 
-    with _output.progress_bar(count_targets(source), f"eval {split}", unit="targets") as advance:
+    with _output.progress_bar(count_targets(source), f"eval {split}", unit="targets") as bar:
         result = evaluate_source(
             loaded.model, source, split=split, num_latents=latents, block_size=block_size,
-            batch_size=batch_size, on_batch=advance,
+            batch_size=batch_size, on_batch=bar.advance,
         )
     metrics = {"run_dir": str(run_dir), "step": loaded.step, "dataset": str(dataset_path), **result.to_dict()}
 

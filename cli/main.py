@@ -24,9 +24,10 @@ app.add_typer(decode_app, name="decode")
 app.add_typer(eval_app, name="eval")
 
 # Command modules register themselves on `app` and the groups when imported.
-from pact.cli import evaluate, train  # noqa: E402
+from pact.cli import evaluate, sample, train  # noqa: E402
 
 app.command("train", epilog=train.EXAMPLES)(train.train)
+app.command("sample", epilog=sample.EXAMPLES)(sample.sample)
 
 
 def _print_version(value: bool) -> None:
