@@ -6,6 +6,7 @@ import os
 import sys
 
 from rich.console import Console
+from rich.markup import escape
 
 # Rich already turns colours off when the stream is not a terminal; NO_COLOR is honoured too.
 stdout = Console(highlight=False)
@@ -18,7 +19,8 @@ def debug_enabled() -> bool:
 
 
 def print_error(message: str) -> None:
-    stderr.print(f"[bold red]Error:[/bold red] {message}", soft_wrap=True)
+    # Messages quote file names, which may contain brackets that Rich would read as markup.
+    stderr.print(f"[bold red]Error:[/bold red] {escape(message)}", soft_wrap=True)
 
 
 def is_interactive() -> bool:
