@@ -8,7 +8,8 @@ import typer
 from pact.cli import _output
 from pact.cli._groups import encode_app
 
-# How the printed hint starts a training run on a new dataset.
+# Training command printed after an encoding; {path} is the dataset's version folder.
+# NOTE: `pact train` is not written yet, so its --dataset option is an assumption.
 TRAIN_COMMAND = "pact train --dataset {path}"
 
 
@@ -64,7 +65,7 @@ def encode_dataset_command(
 
     # Check every option before any file is read.
     if not input_path.is_dir():
-        raise ConfigError(f"input {input_path} is not a folder; pass the folder that contains the files")
+        raise ConfigError(f"input {input_path} is not a folder. Pass the folder that contains the files")
     if tokenizer not in available_tokenizers():
         raise ConfigError(
             f"unknown tokenizer {tokenizer!r} for --tokenizer; available: {', '.join(available_tokenizers())}"
@@ -87,10 +88,9 @@ def encode_dataset_command(
             show_progress=True,
         )
     except KeyboardInterrupt:
-        _output.print_error(
-            f"interrupted. Files encoded so far are kept in {datasets.cache_path(data_dir, name)}; "
-            "run the same command again to resume"
-        )
+        cache = datasets.cache_path(data_dir, name)
+        kept = f" Files encoded so far are kept in {cache}." if cache.exists() else ""
+        _output.print_error(f"interrupted.{kept} Run the same command again to resume")
         raise typer.Exit(130) from None
 
     _print_summary(summary)
@@ -118,7 +118,7 @@ def _print_summary(summary) -> None:
         line(f"{split:<12}{counts.files:>8,}{counts.tokens:>16,}")
 
     if summary.skipped:
-        line(f"Skipped {len(summary.skipped)} files:")
+        line(f"Skipped {len(summary.skipped)} {'file' if len(summary.skipped) == 1 else 'files'}:")
         for skipped in summary.skipped:
             line(f"  {skipped.source} ({skipped.split}): {skipped.reason}")
     else:

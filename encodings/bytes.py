@@ -10,7 +10,7 @@ It needs no training and covers any text, which makes it the reference tokenizer
 datasets such as PG-19.
 
 Files that are not valid UTF-8 are decoded with a fallback encoding, Windows-1252 by default,
-and their text is then encoded as UTF-8, so every dataset holds UTF-8 bytes. Project Gutenberg's
+and their text is then encoded as UTF-8, so every dataset contains UTF-8 bytes. Project Gutenberg's
 8-bit texts (PG-19 included) use Windows-1252 curly quotes and dashes (bytes 0x91-0x97).
 """
 
@@ -51,8 +51,8 @@ class BytesTokenizer(Tokenizer):
                 fallback_encoding = codecs.lookup(fallback_encoding).name
             except LookupError:
                 raise TokenizerError(
-                    f"unknown fallback_encoding {fallback_encoding!r} for the bytes tokenizer; "
-                    "use a Python codec name such as 'cp1252' or 'latin-1', or None"
+                    f"unknown fallback_encoding {fallback_encoding!r} for the bytes tokenizer. "
+                    "Use a Python codec name such as 'cp1252' or 'latin-1', or None"
                 ) from None
         self.fallback_encoding = fallback_encoding
 
@@ -69,14 +69,14 @@ class BytesTokenizer(Tokenizer):
         try:
             data = Path(path).read_bytes()
         except OSError as error:
-            raise TextReadError(path, f"cannot read the file: {error.strerror}") from None
+            raise TextReadError(path, f"failed to read the file: {error.strerror}") from None
 
         nul_offset = data.find(b"\0")
         if nul_offset >= 0:
             raise TextReadError(
                 path,
                 f"contains a NUL byte at offset {nul_offset}, so it is binary or UTF-16 data, "
-                "not text; convert it to UTF-8 or remove it",
+                "not text. Convert it to UTF-8 or remove it",
             )
 
         try:
@@ -84,7 +84,7 @@ class BytesTokenizer(Tokenizer):
         except UnicodeDecodeError as error:
             utf8_problem = f"byte 0x{data[error.start]:02X} at offset {error.start}"
         if self.fallback_encoding is None:
-            raise TextReadError(path, f"not valid UTF-8 ({utf8_problem}); convert the file to UTF-8")
+            raise TextReadError(path, f"not valid UTF-8 ({utf8_problem}). Convert the file to UTF-8")
 
         try:
             return data.decode(self.fallback_encoding)
@@ -92,8 +92,8 @@ class BytesTokenizer(Tokenizer):
             raise TextReadError(
                 path,
                 f"neither valid UTF-8 ({utf8_problem}) nor valid {self.fallback_encoding} "
-                f"(byte 0x{data[error.start]:02X} at offset {error.start}); "
-                "convert the file to UTF-8",
+                f"(byte 0x{data[error.start]:02X} at offset {error.start}). "
+                "Convert the file to UTF-8",
             ) from None
 
     def encode(self, item: str) -> np.ndarray:
@@ -109,7 +109,7 @@ class BytesTokenizer(Tokenizer):
         return byte_values.astype(np.int32) + NUM_RESERVED_IDS
 
     def decode(self, ids: Sequence[int] | np.ndarray) -> str:
-        """Decode ids into text; invalid UTF-8 becomes U+FFFD, ids outside the byte range are dropped."""
+        """Decode ids into text. Invalid UTF-8 becomes U+FFFD, and ids outside the byte range are dropped."""
         ids = np.asarray(ids, dtype=np.int64).reshape(-1)
 
         eos_positions = np.flatnonzero(ids == self.eos_id)

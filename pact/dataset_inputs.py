@@ -31,7 +31,7 @@ from pact.errors import DatasetError
 
 SPLITS = ("train", "validation", "test")
 
-# Fractions of a plain folder's files that go to validation and test; the rest is train.
+# Fractions of a plain folder's files assigned to validation and test. The rest go to train.
 VALIDATION_FRACTION = 0.05
 TEST_FRACTION = 0.05
 
@@ -123,7 +123,7 @@ def list_input_files(
     """
     root = Path(root).resolve()
     if not root.is_dir():
-        raise DatasetError(f"input {root} is not a folder; pass the folder that contains the files")
+        raise DatasetError(f"input {root} is not a folder. Pass the folder that contains the files")
     suffixes = tuple(suffix.lower() for suffix in file_suffixes)
     excluded = Path(exclude).resolve() if exclude is not None else None
 
@@ -149,8 +149,8 @@ def list_input_files(
     if not files:
         searched = ", ".join(f"{folder.name}/" for folder in split_folders) or "the folder"
         raise DatasetError(
-            f"no {'/'.join(suffixes)} files found in {root} (searched {searched} recursively)"
-            f"{_other_suffixes_hint(root, excluded)}; choose a tokenizer that reads these files"
+            f"no {'/'.join(suffixes)} files found in {root} (searched {searched} recursively)."
+            f"{_other_suffixes_hint(root, excluded)} Choose a tokenizer that reads the files to encode"
         )
     files.sort(key=lambda file: file.source)
     return InputListing(root=root, layout=layout, index_file=None, files=files, missing=[])
@@ -163,7 +163,7 @@ def find_maestro_index(root: Path) -> Path | None:
         if len(candidates) > 1:
             names = ", ".join(path.name for path in candidates)
             raise DatasetError(
-                f"{root} contains several MAESTRO indexes ({names}); keep only the one to encode"
+                f"{root} contains several MAESTRO indexes ({names}). Keep only the one to encode"
             )
         if candidates:
             return candidates[0]
@@ -183,7 +183,7 @@ def read_maestro_index(path: str | os.PathLike) -> list[MaestroEntry]:
         else:
             rows = _read_maestro_json(path)
     except (OSError, UnicodeDecodeError, csv.Error, json.JSONDecodeError) as error:
-        raise DatasetError(f"cannot read MAESTRO index {path}: {error}") from None
+        raise DatasetError(f"failed to read MAESTRO index {path}: {error}") from None
 
     entries = []
     for row_number, row in enumerate(rows, start=1):
@@ -254,10 +254,10 @@ def _list_maestro(root: Path, index_path: Path, suffixes: tuple[str, ...]) -> In
         if PurePosixPath(entry.midi_filename).suffix.lower() not in suffixes
     )
     if wrong_kind:
-        listed = ", ".join(f"{count} {suffix or 'no-suffix'}" for suffix, count in wrong_kind.most_common())
+        listed = ", ".join(f"{count} {suffix or 'suffix-less'}" for suffix, count in wrong_kind.most_common())
         raise DatasetError(
-            f"{index_path.name} lists files this tokenizer does not read ({listed}; it reads "
-            f"{'/'.join(suffixes)}); choose a tokenizer for these files, such as --tokenizer performance"
+            f"{index_path.name} lists {listed} files, but the tokenizer reads only "
+            f"{'/'.join(suffixes)} files. Choose a tokenizer for them, such as --tokenizer performance"
         )
 
     files = []
@@ -317,4 +317,4 @@ def _other_suffixes_hint(root: Path, excluded: Path | None) -> str:
     if not counts:
         return ""
     found = ", ".join(f"{count} {suffix}" for suffix, count in counts.most_common(3))
-    return f"; it contains {found} files"
+    return f" It contains {found} files."

@@ -55,13 +55,14 @@ from pact.errors import ConfigError, DatasetError, TokenizerMismatchError
 
 logger = logging.getLogger(__name__)
 
-DATASET_VERSION = "1.0.0"  # Equal to pact.tfds_builder.DATASET_VERSION, kept here to avoid importing TFDS.
+# Version of the token dataset format. Bump it when the features or their meaning change.
+DATASET_VERSION = "1.0.0"
 METADATA_FILE = "metadata.json"
 SOURCE_FILES_FILE = "source_files.json"
 DATASET_INFO_FILE = "dataset_info.json"
 
-# More worker processes than this is almost certainly a typo: each one is a full Python
-# process holding a tokenizer.
+# Upper limit of --workers, which catches typos such as 2000. Each worker is a separate
+# Python process with its own tokenizer.
 MAX_WORKERS = 256
 
 _DATASET_NAME = re.compile(r"[a-z][a-z0-9_]*")
@@ -86,7 +87,7 @@ class SkippedFile:
 
 @dataclass(frozen=True)
 class EncodeSummary:
-    """What `encode_dataset` produced or found."""
+    """Result of `encode_dataset`: where the dataset is, its counts and its skipped files."""
 
     path: Path
     """The dataset's version folder, as `open_dataset` and `tfds.builder_from_directory` take it."""
@@ -108,19 +109,22 @@ class EncodeSummary:
 
 
 def dataset_path(data_dir: str | os.PathLike, name: str) -> Path:
-    """The version folder of dataset `name` under `data_dir`."""
+    """Return the version folder of dataset `name` under `data_dir`."""
     return Path(data_dir) / name / DATASET_VERSION
 
 
 def cache_path(data_dir: str | os.PathLike, name: str) -> Path:
-    """The folder that keeps per-file results while dataset `name` is being encoded."""
+    """Return the folder that keeps per-file results while dataset `name` is being encoded."""
     return Path(data_dir) / f"{name}.encode-cache"
 
 
 def default_dataset_name(input_path: str | os.PathLike) -> str:
     """Derive a dataset name from the input folder's name ("pg19-mini" -> "pg19_mini")."""
-    folder_name = Path(input_path).resolve().name.lower()
-    name = re.sub(r"[^a-z0-9]+", "_", folder_name).strip("_")
+    return _to_dataset_name(Path(input_path).resolve().name)
+
+
+def _to_dataset_name(text: str) -> str:
+    name = re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")
     if not name:
         return "dataset"
     if not name[0].isalpha():
@@ -136,7 +140,7 @@ def validate_dataset_name(name: str) -> str:
     load the catalog's builder instead of the files.
     """
     if not _DATASET_NAME.fullmatch(name):
-        suggestion = default_dataset_name(name)
+        suggestion = _to_dataset_name(name)
         raise ConfigError(
             f"invalid dataset name {name!r}: use a lower-case letter followed by lower-case "
             f"letters, digits and underscores, for example {suggestion!r}"
@@ -149,13 +153,14 @@ def validate_dataset_name(name: str) -> str:
     except tfds.core.DatasetNotFoundError:
         return name
     raise ConfigError(
-        f"dataset name {name!r} is taken by a dataset in the TFDS catalog, and "
-        f"tfds.data_source({name!r}) would load that one; choose another name, such as {name + '_pact'!r}"
+        f"dataset name {name!r} belongs to a dataset in the TFDS catalog, so "
+        f"tfds.data_source({name!r}) would load the catalog's builder instead. "
+        f"Choose another name, such as {name + '_pact'!r}"
     )
 
 
 def default_workers() -> int:
-    """The number of CPUs this process may run on, at most MAX_WORKERS."""
+    """Return the number of CPUs this process may run on, at most MAX_WORKERS."""
     if hasattr(os, "sched_getaffinity"):
         cpus = len(os.sched_getaffinity(0))
     else:
@@ -205,7 +210,7 @@ def encode_dataset(
     workers = default_workers() if workers is None else validate_workers(workers)
     data_dir = Path(data_dir).resolve()
     if data_dir.exists() and not data_dir.is_dir():
-        raise ConfigError(f"data dir {data_dir} is a file; pass a folder")
+        raise ConfigError(f"data dir {data_dir} is a file, not a folder. Pass a folder for the dataset")
 
     listing = list_input_files(input_path, tokenizer.file_suffixes, exclude=data_dir)
     input_description = _describe_input(listing)
@@ -226,10 +231,10 @@ def encode_dataset(
         results, files_from_cache = _encode_files(listing, tokenizer, cache, workers, strict, show_progress)
         metadata = _build_metadata(listing, tokenizer, input_description, results)
         if not metadata["splits"]:
-            reasons = "; ".join(f"{item['source']}: {item['reason']}" for item in metadata["skipped"][:3])
+            first = metadata["skipped"][0]
             raise DatasetError(
-                f"none of the {len(listing.files)} files in {listing.root} could be encoded "
-                f"with tokenizer {tokenizer.name!r} (for example {reasons})"
+                f"none of the {len(metadata['skipped'])} files of {listing.root} could be encoded "
+                f"with tokenizer {tokenizer.name!r}, for example {first['source']}: {first['reason']}"
             )
 
         staged = _write_tfds_dataset(listing, name, cache, results, metadata, show_progress)
@@ -281,6 +286,8 @@ def _encode_files(
             )
             for result in _run_workers(pending, tokenizer, cache, min(workers, len(pending)), strict):
                 results[result.source] = result
+                if result.skip_reason is not None:
+                    logger.info("skipped %s: %s", result.source, result.skip_reason)
                 progress.advance(task)
     return results, files_from_cache
 
@@ -305,21 +312,22 @@ def _run_workers(
                 result = future.result()
             except BrokenProcessPool:
                 raise DatasetError(
-                    "an encoding worker process died (killed, or out of memory?) while "
-                    f"encoding {file.path} or another file. Finished files are cached in "
-                    f"{cache.directory}; rerun to resume, with fewer --workers if memory is short"
+                    "an encoding worker process exited unexpectedly (killed, or out of memory) "
+                    f"while encoding {file.path} or another file. Finished files are cached in "
+                    f"{cache.directory}. Run the command again to resume, with fewer --workers "
+                    "if memory is short"
                 ) from None
             except Exception as error:
                 raise RuntimeError(
                     f"unexpected {type(error).__name__} while encoding {file.path} with tokenizer "
-                    f"{tokenizer.name!r}; this is a bug in the tokenizer or in pact"
+                    f"{tokenizer.name!r}, which is a bug in the tokenizer or in pact"
                 ) from error
 
             if strict and result.skip_reason is not None:
                 _raise_strict(file.path, result.skip_reason)
             yield result
     except BaseException:
-        # Files in progress finish and are cached; the rest are dropped.
+        # Files in progress finish and are cached, and files not started yet are cancelled.
         executor.shutdown(wait=True, cancel_futures=True)
         raise
     executor.shutdown(wait=True)
@@ -334,7 +342,7 @@ def _raise_strict(path: Path, reason: str) -> None:
 
 @contextlib.contextmanager
 def _progress(enabled: bool):
-    """A Rich progress bar on stderr with items/s and ETA; `enabled=False` draws nothing."""
+    """Yield a Rich progress display on stderr with items/s and ETA; it draws nothing unless `enabled`."""
     progress = Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -373,7 +381,7 @@ def _build_metadata(
     input_description: dict[str, Any],
     results: dict[str, FileResult],
 ) -> dict[str, Any]:
-    """The dataset's metadata.json: tokenizer spec, input, per-split counts and skipped files."""
+    """Build the dataset's metadata.json: tokenizer spec, input, per-split counts and skipped files."""
     splits: dict[str, dict[str, int]] = {}
     skipped = [
         {"source": missing.source, "split": missing.split, "reason": missing.reason}
@@ -464,8 +472,9 @@ def _publish(staged: Path, target: Path) -> None:
     """Move the finished dataset to `target`, replacing an older one there.
 
     Each rename is atomic, so `target` is at every moment either absent, the old dataset or
-    the new one. Between the two renames of a replacement there is no dataset; a crash there
-    leaves the old one as a hidden ".replaced" folder, which the next run deletes.
+    the new one. Between the two renames of a replacement there is no dataset. A crash at
+    that point leaves the old dataset in a hidden ".replaced" folder, which the next run
+    deletes.
     """
     target.parent.mkdir(parents=True, exist_ok=True)
     replaced = None
@@ -515,7 +524,9 @@ def _describe_file_changes(target: Path, listing: InputListing) -> list[str]:
     try:
         stored = json.loads((target / SOURCE_FILES_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError) as error:
-        raise DatasetError(f"cannot read {target / SOURCE_FILES_FILE}: {error}; pass --overwrite to rebuild") from None
+        raise DatasetError(
+            f"failed to read {target / SOURCE_FILES_FILE}: {error}. Pass --overwrite to rebuild the dataset"
+        ) from None
 
     stored_files = {entry[0]: tuple(entry[1:]) for entry in stored["files"]}
     current_files = {file.source: (file.split, file.size, file.mtime_ns) for file in listing.files}
@@ -529,7 +540,8 @@ def _describe_file_changes(target: Path, listing: InputListing) -> list[str]:
     for label, sources in (("added", added), ("removed", removed), ("changed", changed)):
         if sources:
             examples = ", ".join(sources[:3]) + (", ..." if len(sources) > 3 else "")
-            changes.append(f"{len(sources)} input files {label} since ({examples})")
+            noun = "file" if len(sources) == 1 else "files"
+            changes.append(f"{len(sources)} input {noun} {label} since ({examples})")
     return changes
 
 
@@ -541,11 +553,11 @@ def read_metadata(version_folder: Path) -> dict[str, Any]:
     except FileNotFoundError:
         metadata = None
     except (OSError, ValueError) as error:
-        raise DatasetError(f"cannot read {path}: {error}") from None
+        raise DatasetError(f"failed to read {path}: {error}") from None
     if not isinstance(metadata, dict) or "tokenizer" not in metadata or "splits" not in metadata:
         raise DatasetError(
-            f"{version_folder} is a TFDS dataset that `pact encode dataset` did not make "
-            f"({METADATA_FILE} has no tokenizer spec); encode the source files with pact"
+            f"{version_folder} has no tokenizer spec in {METADATA_FILE}, so `pact encode dataset` "
+            "did not make it. Encode the source files with `pact encode dataset`"
         )
     return metadata
 

@@ -46,6 +46,7 @@ __all__ = [
     "SkippedFile",
     "SplitCounts",
     "SplitSource",
+    "cache_path",
     "default_dataset_name",
     "default_workers",
     "encode_dataset",
@@ -121,10 +122,10 @@ class EncodedDataset:
     """The whole metadata.json: the above plus the input folder, pact version and creation time."""
 
     def source(self, split: str) -> SplitSource:
-        """Random access to the examples of `split`; raises `DatasetError` for an absent split."""
+        """Return random access to the examples of `split`; raise `DatasetError` if there is no such split."""
         if split not in self.splits:
             raise DatasetError(
-                f"dataset {self.path} has no split {split!r}; its splits are {', '.join(self.splits)}"
+                f"dataset {self.path} has no split {split!r}. Its splits are {', '.join(self.splits)}"
             )
         return SplitSource(self.path, split, self.num_examples[split])
 
@@ -154,8 +155,8 @@ def open_dataset(path: str | os.PathLike, name: str | None = None) -> EncodedDat
     builder = tfds.builder_from_directory(version_folder)
     if builder.info.file_format is None or builder.info.file_format.value != "array_record":
         raise DatasetError(
-            f"{version_folder} is stored as {builder.info.file_format}, not array_record; "
-            "encode the source files again with `pact encode dataset`"
+            f"{version_folder} is stored as {builder.info.file_format}, not array_record, so it "
+            "cannot be read without TensorFlow. Encode the source files again with `pact encode dataset`"
         )
 
     split_infos = builder.info.splits
@@ -203,7 +204,7 @@ def _find_version_folder(folder: Path) -> Path:
 
 
 def _resume_command(unfinished: Path, data_dir: Path, name: str) -> str:
-    """The `pact encode dataset` command that resumes the encoding cached in `unfinished`."""
+    """Build the `pact encode dataset` command that resumes the encoding cached in `unfinished`."""
     try:
         description = json.loads((unfinished / "cache.json").read_text(encoding="utf-8"))["description"]
         input_folder = description["input"]["folder"]

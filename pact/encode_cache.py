@@ -14,6 +14,8 @@ renamed into place, so a crash or SIGKILL leaves either a whole entry or none.
 
 Worker processes write the entries themselves, so only counts and reasons travel back to
 the main process.
+
+NOTE: the lock uses fcntl.flock, so this module runs on Linux and macOS but not Windows.
 """
 
 from __future__ import annotations
@@ -63,7 +65,7 @@ class EncodeCache:
     def open(cls, directory: Path, description: dict[str, Any], discard_existing: bool = False) -> EncodeCache:
         """Lock the cache folder and check that its entries were made for `description`.
 
-        `description` holds the tokenizer spec and the input folder. A new folder is
+        `description` contains the tokenizer spec and the input folder. A new folder is
         created for it, and `discard_existing` empties an existing one first. An existing
         folder made for another description raises `DatasetError`, which says what differs.
         Another process encoding into the same folder also raises `DatasetError`.
@@ -86,9 +88,9 @@ class EncodeCache:
             if differences:
                 cache.close()
                 raise DatasetError(
-                    f"{directory} holds an unfinished encoding with other settings "
-                    f"({'; '.join(differences)}). Rerun with those settings to finish it, "
-                    "or pass --overwrite to discard it"
+                    f"{directory} contains an unfinished encoding with other settings "
+                    f"({'; '.join(differences)}). Run it again with those settings to finish "
+                    "it, or pass --overwrite to discard it"
                 )
         else:
             _write_json_atomically(manifest_path, {"format": CACHE_FORMAT, "description": description})
@@ -105,7 +107,7 @@ class EncodeCache:
             self._lock_file.close()
             self._lock_file = None
             raise DatasetError(
-                f"another process is encoding into {self.directory}; wait for it to finish "
+                f"another process is encoding into {self.directory}. Wait for it to finish, "
                 "or choose another --name"
             ) from None
 
@@ -165,7 +167,7 @@ def entry_key(file: SourceFile) -> str:
 
 
 def describe_differences(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:
-    """List the top-level keys whose values differ, as "key: stored ... , now ..." phrases."""
+    """Describe each top-level key whose value differs, as "key: <stored> before, <current> now"."""
     differences = []
     for key in sorted(set(stored) | set(current)):
         if stored.get(key) != current.get(key):
@@ -220,8 +222,8 @@ def encode_into_cache(file: SourceFile) -> FileResult:
     """Encode one file in a worker process and store the ids or the skip reason in the cache.
 
     A `PactError` from the tokenizer skips the file with its reason. Any other exception is
-    a bug and propagates. Ids must be a 1-D integer array of event ids, neither PAD nor EOS
-    nor outside the vocabulary; anything else is a tokenizer bug and raises ValueError.
+    a bug and propagates. The ids must be a 1-D integer array in [2, vocab_size), so without
+    PAD or EOS. Anything else is a tokenizer bug and raises ValueError.
     """
     tokenizer = _worker_tokenizer
     key = entry_key(file)

@@ -108,7 +108,7 @@ def test_undecodable_bytes_are_rejected(tokenizer, pg19_mini, tmp_path):
 
 
 def test_missing_file_is_rejected(tokenizer, tmp_path):
-    with pytest.raises(TextReadError, match="absent.txt: cannot read the file: No such file"):
+    with pytest.raises(TextReadError, match="absent.txt: failed to read the file: No such file"):
         tokenizer.read(tmp_path / "absent.txt")
 
 

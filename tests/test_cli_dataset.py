@@ -46,7 +46,7 @@ def test_encode_lists_skipped_files(pg19_mini, maestro_root, tmp_path):
 
     result = _encode(str(folder), "--data-dir", str(tmp_path / "data"), "--tokenizer", "bytes", "--name", "mixed")
     assert result.exit_code == 0, result.output
-    assert "Skipped 1 files:" in result.stdout
+    assert "Skipped 1 file:" in result.stdout
     assert "song [live].txt (" in result.stdout
     assert "contains a NUL byte at offset 4" in result.stdout
 
@@ -60,7 +60,7 @@ def test_encode_lists_skipped_files(pg19_mini, maestro_root, tmp_path):
         (["--workers", "0"], "invalid number of workers 0: expected 1 to 256 worker processes"),
         (["--workers", "300"], "invalid number of workers 300: expected 1 to 256 worker processes"),
         (["--name", "My Books"], "invalid dataset name 'My Books'"),
-        (["--name", "pg19"], "'pg19' is taken by a dataset in the TFDS catalog"),
+        (["--name", "pg19"], "'pg19' belongs to a dataset in the TFDS catalog"),
         (["--tokenizer", "words"], "unknown tokenizer 'words' for --tokenizer; available: bytes"),
     ],
 )

@@ -121,7 +121,7 @@ def test_maestro_path_outside_folder_is_rejected(maestro_root, tmp_path):
 
 
 def test_maestro_with_text_tokenizer_is_rejected(maestro_root):
-    with pytest.raises(DatasetError, match=r"lists files this tokenizer does not read \(353 \.midi"):
+    with pytest.raises(DatasetError, match=r"lists 353 \.midi files, but the tokenizer reads only \.txt files"):
         list_input_files(maestro_root, (".txt",))
 
 
@@ -212,7 +212,7 @@ def test_excluded_output_folder_is_not_listed(pg19_mini, tmp_path):
 
 
 def test_folder_without_matching_files_names_what_it_found(piano_performances):
-    with pytest.raises(DatasetError, match=r"no \.txt files found in .*344 \.mid files"):
+    with pytest.raises(DatasetError, match=r"no \.txt files found in .*It contains 344 \.mid files\."):
         list_input_files(piano_performances, (".txt",))
 
 

@@ -313,7 +313,7 @@ def test_other_input_is_rejected(pg19_mini, tmp_path):
         (extra_input / "train" / book.name).symlink_to(book)
     encode_dataset(extra_input, data_dir, tokenizer="bytes", workers=1, show_progress=False)
     (extra_input / "train" / "84.txt").symlink_to(pg19_mini / "test" / "84.txt")
-    with pytest.raises(DatasetError, match=r"1 input files added since \(train/84.txt\)"):
+    with pytest.raises(DatasetError, match=r"1 input file added since \(train/84.txt\)"):
         encode_dataset(extra_input, data_dir, tokenizer="bytes", workers=1, show_progress=False)
 
 
@@ -322,7 +322,7 @@ def test_invalid_options_are_rejected(pg19_mini, tmp_path):
         encode_dataset(pg19_mini, tmp_path, tokenizer="bytes", workers=0)
     with pytest.raises(ConfigError, match="invalid dataset name 'PG19-mini'.*'pg19_mini'"):
         encode_dataset(pg19_mini, tmp_path, name="PG19-mini", tokenizer="bytes")
-    with pytest.raises(ConfigError, match="'mnist' is taken by a dataset in the TFDS catalog"):
+    with pytest.raises(ConfigError, match="'mnist' belongs to a dataset in the TFDS catalog"):
         encode_dataset(pg19_mini, tmp_path, name="mnist", tokenizer="bytes")
     assert list(tmp_path.iterdir()) == []
 
@@ -334,7 +334,7 @@ def test_open_missing_dataset_says_how_to_create_it(tmp_path):
 
 def test_open_unknown_split_lists_splits(pg19_mini, tmp_path):
     encode_dataset(pg19_mini, tmp_path, tokenizer="bytes", workers=1, show_progress=False)
-    with pytest.raises(DatasetError, match="has no split 'dev'; its splits are train, validation, test"):
+    with pytest.raises(DatasetError, match="has no split 'dev'. Its splits are train, validation, test"):
         open_dataset(tmp_path / "pg19_mini").source("dev")
 
 

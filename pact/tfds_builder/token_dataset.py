@@ -18,14 +18,13 @@ from typing import Any
 import numpy as np
 import tensorflow_datasets as tfds
 
-# Bump when the features or their meaning change.
-DATASET_VERSION = "1.0.0"
+from pact.dataset_writer import DATASET_VERSION
 
 Example = dict[str, Any]
 
 
 def token_features() -> tfds.features.FeaturesDict:
-    """The feature spec of every token dataset."""
+    """Return the feature spec that every token dataset shares."""
     return tfds.features.FeaturesDict(
         {
             # Raw bytes rather than TFDS's default int64 list: about 2x faster to read and
