@@ -55,7 +55,7 @@ def encode_dataset_command(
     overwrite: bool = typer.Option(
         False,
         "--overwrite",
-        help="Rebuild the dataset even if it exists; the old one is replaced once the new one is complete.",
+        help="Rebuild the dataset even if it exists. The old one is replaced once the new one is complete.",
     ),
 ) -> None:
     """Encode a folder of MIDI, text or image files into a TFDS dataset of token ids."""

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from pact.dataset_inputs import SPLITS
 from pact.dataset_writer import (
     DATASET_INFO_FILE,
     EncodeSummary,
@@ -160,8 +161,7 @@ def open_dataset(path: str | os.PathLike, name: str | None = None) -> EncodedDat
         )
 
     split_infos = builder.info.splits
-    split_order = {split: position for position, split in enumerate(("train", "validation", "test"))}
-    splits = tuple(sorted(split_infos.keys(), key=lambda split: (split_order.get(split, len(split_order)), split)))
+    splits = tuple(split for split in SPLITS if split in split_infos)
     return EncodedDataset(
         path=version_folder,
         name=builder.info.name,
