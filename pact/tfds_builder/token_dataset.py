@@ -28,7 +28,7 @@ def token_features() -> tfds.features.FeaturesDict:
     return tfds.features.FeaturesDict(
         {
             # Raw bytes rather than TFDS's default int64 list: about 2x faster to read and
-            # 4x faster to write, measured on 200k-token examples.
+            # 4x faster to write (20 examples of 200k random ids, TFDS 4.9.10, 2-core CPU).
             "tokens": tfds.features.Tensor(
                 shape=(None,), dtype=np.int32, encoding=tfds.features.Encoding.BYTES
             ),
