@@ -7,6 +7,7 @@ import dataclasses
 import os
 
 from rich.console import Console
+from rich.markup import escape
 
 # Rich already turns colours off when the stream is not a terminal; NO_COLOR is honoured too.
 stdout = Console(highlight=False)
@@ -63,7 +64,8 @@ def debug_enabled() -> bool:
 
 
 def print_error(message: str) -> None:
-    stderr.print(f"[bold red]Error:[/bold red] {message}", soft_wrap=True)
+    # Messages quote file names, which may contain brackets that Rich would read as markup.
+    stderr.print(f"[bold red]Error:[/bold red] {escape(message)}", soft_wrap=True)
 
 
 def configure_logging(verbosity: int) -> None:

@@ -24,7 +24,7 @@ app.add_typer(decode_app, name="decode")
 app.add_typer(eval_app, name="eval")
 
 # Command modules register themselves on `app` and the groups when imported.
-from pact.cli import evaluate, sample, train  # noqa: E402
+from pact.cli import dataset, evaluate, sample, train  # noqa: E402,F401
 
 app.command("train", epilog=train.EXAMPLES)(train.train)
 app.command("sample", epilog=sample.EXAMPLES)(sample.sample)

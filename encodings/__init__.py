@@ -22,6 +22,7 @@ ENTRY_POINT_GROUP = "pact.tokenizers"
 
 # Registry name -> "module:class" of the built-in tokenizers.
 _BUILTIN = {
+    "bytes": "pact.encodings.bytes:BytesTokenizer",
     "performance": "pact.encodings.performance:PerformanceTokenizer",
 }
 

@@ -23,6 +23,19 @@ class MidiReadError(PactError):
         super().__init__(f"{self.path}: {reason}")
 
 
+class TextReadError(PactError):
+    """A text file that cannot be read as UTF-8; the message names the file and the reason."""
+
+    def __init__(self, path, reason: str):
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
+
+    def __reduce__(self):
+        # The default reduce passes only the message back to __init__, which needs two arguments.
+        return (type(self), (self.path, self.reason))
+
+
 class TokenizerError(PactError):
     """Ids or tokens that a tokenizer cannot encode or decode."""
 

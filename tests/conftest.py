@@ -38,3 +38,9 @@ def bugcases() -> Path:
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     return _require(DATA)
+
+
+@pytest.fixture(scope="session")
+def pg19_mini() -> Path:
+    """PG-19 layout: train/, validation/ and test/ folders of Project Gutenberg .txt books."""
+    return _require(DATA / "pg19-mini")
