@@ -9,7 +9,7 @@ from pact.cli import _output
 from pact.cli._groups import encode_app
 
 # Training command printed after an encoding; {path} is the dataset's version folder.
-TRAIN_COMMAND = "pact train runs/{name} --config maestro-small --data {path}"
+TRAIN_COMMAND = "pact train runs/{name} --data {path}"
 
 
 @encode_app.command(

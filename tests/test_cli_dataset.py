@@ -31,7 +31,7 @@ def test_encode_pg19_prints_summary(pg19_mini, tmp_path):
     assert "validation         1         415,863" in result.stdout
     assert "test               1         448,965" in result.stdout
     assert "Skipped no files." in result.stdout
-    assert f"Train on it: pact train --dataset {path}" in result.stdout
+    assert f"Train on it: pact train runs/pg19_mini --data {path}" in result.stdout
 
     again = _encode(str(pg19_mini), "--data-dir", str(tmp_path), "--tokenizer", "bytes")
     assert again.exit_code == 0, again.output
