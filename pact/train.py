@@ -349,33 +349,28 @@ def train_and_evaluate(config: Config, run_dir: str | Path, *, progress: bool = 
         log.info("run %s already reached step %d of %d", run.path, start_step, config.train.steps)
     with stop.installed(), _ProgressBar(progress, start_step, config.train.steps) as bar:
         batches = batch_iterator(train_data, start_step, config.data.worker_count)
-        # Target tokens since the last log, summed on the device so that no step waits for it.
-        window_targets = jnp.zeros((), jnp.float32)
-        window_started = time.perf_counter()
+        throughput = _Throughput(tokens_seen)
         last_saved = start_step
         while step < config.train.steps and not stop.requested:
-            batch = next(batches)
-            params, opt_state, metrics = train_step(params, opt_state, batch, step)
-            window_targets = window_targets + metrics["targets"]
+            params, opt_state, metrics = train_step(params, opt_state, next(batches), step)
+            throughput.add(metrics["targets"])
             step += 1
+            if step == start_step + 1:
+                jax.block_until_ready(metrics)
+                log.info("compiled and ran the first step in %.1f s", time.perf_counter() - started)
+                throughput.restart()
 
             if step % config.train.log_every == 0 or step == config.train.steps:
                 metrics = {name: float(value) for name, value in jax.device_get(metrics).items()}
-                window_tokens = float(window_targets)
-                tokens_seen += int(window_tokens)
-                tokens_per_second = window_tokens / max(time.perf_counter() - window_started, 1e-9)
-                window_targets = jnp.zeros((), jnp.float32)
-                window_started = time.perf_counter()
-                row = {
+                summary.tokens_per_second = throughput.read() or summary.tokens_per_second
+                summary.train_loss = metrics["loss"]
+                writer({
                     "step": step, "split": "train", "loss": metrics["loss"], "nll": metrics["nll"],
                     "accuracy": metrics["accuracy"], "grad_norm": metrics["grad_norm"],
                     "learning_rate": float(learning_rate_schedule(config.train)(step - 1)),
-                    "tokens_per_second": tokens_per_second, "time": time.time(),
-                }
-                writer(row)
-                summary.train_loss = metrics["loss"]
-                summary.tokens_per_second = tokens_per_second
-                bar.update(step, loss=metrics["loss"], tokens_per_second=tokens_per_second)
+                    "tokens_per_second": summary.tokens_per_second, "time": time.time(),
+                })
+                bar.update(step, loss=metrics["loss"], tokens_per_second=summary.tokens_per_second)
                 if not math.isfinite(metrics["loss"]):
                     raise FloatingPointError(
                         f"training loss became {metrics['loss']} at step {step}; lower "
@@ -383,20 +378,21 @@ def train_and_evaluate(config: Config, run_dir: str | Path, *, progress: bool = 
                     )
 
             if eval_batches and (step % config.train.eval_every == 0 or step == config.train.steps):
-                validation = evaluate_batches(eval_step, params, eval_batches)
-                writer({"step": step, "split": "validation", **validation, "time": time.time()})
-                summary.validation = validation
-                bar.note(f"step {step}: validation NLL {validation['nll']:.4f} nats/event")
+                summary.validation = evaluate_batches(eval_step, params, eval_batches)
+                writer({"step": step, "split": "validation", **summary.validation, "time": time.time()})
+                bar.note(f"step {step}: validation NLL {summary.validation['nll']:.4f} nats/token")
+                throughput.restart()
 
             if step % config.train.checkpoint_every == 0:
-                progress_now = {"step": step, "tokens_seen": tokens_seen + int(window_targets)}
-                checkpointer.save(step, params, opt_state, progress_now)
+                throughput.restart()
+                checkpointer.save(step, params, opt_state, {"step": step, "tokens_seen": throughput.tokens_seen})
                 last_saved = step
+                throughput.restart()
 
         # 5. Final checkpoint, also after Ctrl-C or SIGTERM.
         if step != last_saved:
-            progress_now = {"step": step, "tokens_seen": tokens_seen + int(window_targets)}
-            checkpointer.save(step, params, opt_state, progress_now)
+            throughput.restart()
+            checkpointer.save(step, params, opt_state, {"step": step, "tokens_seen": throughput.tokens_seen})
     checkpointer.close()
     writer.close()
 
@@ -410,6 +406,41 @@ def train_and_evaluate(config: Config, run_dir: str | Path, *, progress: bool = 
 
 # ---------------------------------------------------------------------------------------------
 # Metrics output and progress.
+
+
+class _Throughput:
+    """Target tokens per second of training steps alone.
+
+    Compilation, validation and checkpoints call `restart`, which counts their tokens but
+    starts a new timing window. Tokens are summed on the device so that no step waits.
+    """
+
+    def __init__(self, tokens_seen: int):
+        self.tokens_seen = tokens_seen
+        self._pending = jnp.zeros((), jnp.float32)
+        self._steps = 0
+        self._started = time.perf_counter()
+
+    def add(self, targets: jax.Array) -> None:
+        self._pending = self._pending + targets
+        self._steps += 1
+
+    def _collect(self) -> tuple[int, int, float]:
+        tokens, steps = int(self._pending), self._steps
+        elapsed = time.perf_counter() - self._started
+        self.tokens_seen += tokens
+        self._pending = jnp.zeros((), jnp.float32)
+        self._steps = 0
+        self._started = time.perf_counter()
+        return tokens, steps, elapsed
+
+    def restart(self) -> None:
+        self._collect()
+
+    def read(self) -> float | None:
+        """Tokens per second since the last read or restart; None if no step ran in between."""
+        tokens, steps, elapsed = self._collect()
+        return tokens / max(elapsed, 1e-9) if steps else None
 
 
 def _truncate_metrics(run: RunDir, step: int) -> None:
@@ -473,11 +504,12 @@ class _ProgressBar:
         if self.progress is not None:
             self.progress.stop()
 
-    def update(self, step: int, *, loss: float, tokens_per_second: float) -> None:
+    def update(self, step: int, *, loss: float, tokens_per_second: float | None) -> None:
+        speed = "-" if tokens_per_second is None else f"{tokens_per_second:,.0f}"
         if self.progress is not None:
-            self.progress.update(self.task, completed=step, loss=f"{loss:.4f}", speed=f"{tokens_per_second:,.0f}")
+            self.progress.update(self.task, completed=step, loss=f"{loss:.4f}", speed=speed)
         else:
-            log.info("step %d/%d: loss %.4f, %.0f target tokens/s", step, self.total_steps, loss, tokens_per_second)
+            log.info("step %d/%d: loss %.4f, %s target tokens/s", step, self.total_steps, loss, speed)
 
     def note(self, message: str) -> None:
         if self.progress is not None:
