@@ -25,6 +25,7 @@ app.add_typer(eval_app, name="eval")
 
 # Command modules register themselves on `app` and the groups when imported.
 # (One import line per module, added below as commands are written.)
+from pact.cli import tokens  # noqa: E402,F401
 
 
 def _print_version(value: bool) -> None:

@@ -117,7 +117,7 @@ class ReadReport:
         if self.drum_notes_dropped:
             notices.append(
                 f"dropped {count_of(self.drum_notes_dropped, 'drum note')} (MIDI channel 10); "
-                "set include_drums to keep them"
+                "set the include_drums option to keep them"
             )
         if self.unclosed_notes:
             notices.append(
@@ -147,15 +147,22 @@ def read_midi(
     include_drums: bool = False,
     min_pitch: int = 0,
     max_pitch: int = 127,
+    sustain: bool = True,
 ) -> MidiPerformance:
     """Read a MIDI file as one performance (rules in the module docstring).
 
-    Raises `MidiReadError` naming the file for anything unreadable. A valid file without
-    notes gives an empty performance.
+    With `sustain=False` notes end at their note-off (key-up) instead of where the pedal
+    releases them. Raises `MidiReadError` naming the file for anything unreadable. A valid
+    file without notes gives an empty performance.
     """
     contents = smf.read_smf(path)
     return performance_from_smf(
-        contents, str(path), include_drums=include_drums, min_pitch=min_pitch, max_pitch=max_pitch
+        contents,
+        str(path),
+        include_drums=include_drums,
+        min_pitch=min_pitch,
+        max_pitch=max_pitch,
+        sustain=sustain,
     )
 
 
@@ -166,6 +173,7 @@ def performance_from_smf(
     include_drums: bool = False,
     min_pitch: int = 0,
     max_pitch: int = 127,
+    sustain: bool = True,
 ) -> MidiPerformance:
     """Pair notes, apply the pedal and convert to seconds; see `read_midi`."""
     events = contents.events
@@ -200,6 +208,8 @@ def performance_from_smf(
 
     # 3. Sustain pedal on the pitched notes.
     pedal = (kind == 0xB) & (events.data1 == SUSTAIN_CONTROL)
+    if not sustain:
+        pedal[:] = False
     pitched = np.flatnonzero(~is_drum)
     last_tick = max(
         int(notes.onset[pitched].max(initial=0)),

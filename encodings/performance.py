@@ -127,6 +127,10 @@ class PerformanceTokenizer(Tokenizer):
         """Read a MIDI file with this tokenizer's drum and pitch-range options."""
         return read_midi(path, include_drums=self.include_drums, min_pitch=self.min_pitch, max_pitch=self.max_pitch)
 
+    def notices(self, item: MidiPerformance | Notes) -> list[str]:
+        """The reader's notices about a file: merged tracks, dropped or closed notes."""
+        return item.report.notices() if isinstance(item, MidiPerformance) else []
+
     def encode(self, item: MidiPerformance | Notes) -> np.ndarray:
         """Encode notes as a 1-D int32 array of ids, without EOS."""
         notes = item.notes if isinstance(item, MidiPerformance) else item
