@@ -43,7 +43,7 @@ def note_seq_ids(path: Path) -> list[int]:
 
 
 def cpu_name() -> str:
-    """The CPU model from /proc/cpuinfo where it exists, else the machine type."""
+    """Return the CPU model from /proc/cpuinfo where it exists, else the machine type."""
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.exists():
         for line in cpuinfo.read_text().splitlines():

@@ -30,7 +30,7 @@ _StepsPerSecond = Annotated[
     int, typer.Option(help="Time resolution: TIME_SHIFT steps per second (100 = 10 ms steps).", min=1, max=1000)
 ]
 _MaxShiftSteps = Annotated[
-    int, typer.Option(help="Longest single TIME_SHIFT, in steps; longer gaps use several.", min=1, max=10_000)
+    int, typer.Option(help="Maximum length of one TIME_SHIFT, in steps; longer gaps use several.", min=1, max=10_000)
 ]
 _VelocityBins = Annotated[
     int, typer.Option(help="Number of VELOCITY bins over MIDI velocities 1-127; 0 drops velocity.", min=0, max=127)

@@ -33,8 +33,8 @@ from pact.errors import MidiReadError
 
 DRUM_CHANNEL = 9
 SUSTAIN_CONTROL = 64
-# Longest performance read, in seconds. A delta time of up to 2**28 ticks lets a tiny
-# corrupt file place a note years later, and every step of silence costs tokens.
+# Maximum performance length read, in seconds. A delta time of up to 2**28 ticks lets a
+# tiny corrupt file place a note years later, and every step of silence costs tokens.
 MAX_SECONDS = 24 * 3600.0
 
 
@@ -86,7 +86,7 @@ class Notes:
 
 @dataclasses.dataclass(frozen=True)
 class ReadReport:
-    """What `read_midi` merged, dropped or repaired in one file."""
+    """Counts of the merges, drops and repairs that `read_midi` made in one file."""
 
     path: str
     tracks: int = 0  # tracks with pitched notes
@@ -107,7 +107,7 @@ class ReadReport:
     riff_wrapped: bool = False
 
     def notices(self) -> list[str]:
-        """One sentence per thing a user should know: merges, drops and repairs."""
+        """Return one sentence per merge, drop or repair that a user should know about."""
         notices = []
         if self.tracks > 1 or len(self.channels) > 1 or len(self.programs) > 1:
             notices.append(
@@ -392,16 +392,16 @@ def _check_duration(path: str, note_ends: np.ndarray) -> None:
 WRITE_TICKS_PER_QUARTER = 500
 WRITE_TEMPO = 500_000
 _WRITE_TICKS_PER_SECOND = WRITE_TICKS_PER_QUARTER * 1_000_000 // WRITE_TEMPO
-_MAX_DELTA = 0x0FFFFFFF  # largest delta time a 4-byte variable-length quantity holds
+_MAX_DELTA = 0x0FFFFFFF  # maximum delta time that a 4-byte variable-length quantity encodes
 
 
 def write_midi(notes: Notes, path: str | os.PathLike, *, program: int = 0) -> None:
     """Write notes as a format 0 file with one piano track on channel 1, atomically.
 
     Times are rounded to whole milliseconds. A Standard MIDI File cannot store two
-    sounding notes of one pitch on one channel faithfully, so an earlier note of a pitch
-    is cut where the next note of that pitch starts (re-strike), and of two notes that
-    start together only the later in sequence order is written.
+    sounding notes of one pitch on one channel faithfully, so an earlier note is cut where
+    the next note of its pitch starts (a re-strike). Of two notes of one pitch that start
+    together, only the later in sequence order is written.
     """
     start = np.rint(notes.start * _WRITE_TICKS_PER_SECOND).astype(np.int64)
     end = np.maximum(np.rint(notes.end * _WRITE_TICKS_PER_SECOND).astype(np.int64), start)

@@ -56,7 +56,7 @@ class DecodeReport:
     zero_length_notes: int = 0  # NOTE_OFF at the step of its NOTE_ON, dropped as note-seq does
 
     def notices(self) -> list[str]:
-        """One sentence per kind of repair, for printing."""
+        """Return one sentence per kind of repair, for printing."""
         notices = []
         if self.stray_note_offs:
             notices.append(f"ignored {count_of(self.stray_note_offs, 'NOTE_OFF')} without a sounding note")
@@ -128,7 +128,7 @@ class PerformanceTokenizer(Tokenizer):
         return read_midi(path, include_drums=self.include_drums, min_pitch=self.min_pitch, max_pitch=self.max_pitch)
 
     def notices(self, item: MidiPerformance | Notes) -> list[str]:
-        """The reader's notices about a file: merged tracks, dropped or closed notes."""
+        """Return the reader's notices about a file: merged tracks, dropped or closed notes."""
         return item.report.notices() if isinstance(item, MidiPerformance) else []
 
     def encode(self, item: MidiPerformance | Notes) -> np.ndarray:
@@ -147,11 +147,12 @@ class PerformanceTokenizer(Tokenizer):
     def decode_with_report(self, ids: Sequence[int] | np.ndarray) -> tuple[Notes, DecodeReport]:
         """Decode ids into notes and count what was repaired.
 
-        Never raises for ids in [0, vocab_size): PAD is skipped, decoding stops at the first
-        EOS, a NOTE_OFF with no sounding note is ignored, two NOTE_ONs of one pitch close
-        first in, first out, a NOTE_ON never closed ends at the last step, and a NOTE_ON
-        before any VELOCITY gets velocity 100. A note that ends at the step where it
-        started is dropped, as note-seq drops it.
+        Never raises for ids in [0, vocab_size). PAD is skipped and decoding stops at the
+        first EOS. A NOTE_OFF with no sounding note is ignored, and two NOTE_ONs of one
+        pitch close first in, first out. A NOTE_ON never closed ends at the last step, and
+        a NOTE_ON before any VELOCITY gets velocity 100. A note that ends at the step where
+        it started is dropped, as note-seq drops it. Raises `TokenizerError` for ids
+        outside the vocabulary.
         """
         event_type, event_value = self._classify(ids)
         step_after = np.cumsum(np.where(event_type == _TIME_SHIFT, event_value, 0))

@@ -7,7 +7,7 @@ thousands of tiny tracks costs no more per event than a long one.
 
 Input kinds handled: format 0, 1 and 2 files (format 2 tracks are merged onto one
 timeline like format 1), running status, metrical and SMPTE time division, RIFF-wrapped
-(RMID) files, unknown chunk types (skipped, as the SMF specification asks), header chunks
+(RMID) files, unknown chunk types (skipped, as the SMF specification requires), header chunks
 longer than 6 bytes, and events after End-of-Track (kept, as mido keeps them).
 
 Memory is bounded by the file size: nothing is allocated per tick, and a declared chunk
@@ -52,8 +52,8 @@ class ChannelEvents:
 class TempoMap:
     """Piecewise-linear map from ticks to seconds.
 
-    Segment k starts at `start_ticks[k]`, where the time is `base_seconds[k]`, and lasts at
-    `seconds_per_tick[k]`. `seconds` evaluates `base + scale * (tick - start)` in float64,
+    Segment k starts at `start_ticks[k]`, where the time is `base_seconds[k]`, and each of
+    its ticks lasts `seconds_per_tick[k]` seconds. `seconds` evaluates `base + scale * (tick - start)` in float64,
     the same expression pretty_midi 0.2.11 uses, so times are bit-identical to note-seq's
     whenever both read the same tempo changes.
     """
@@ -107,7 +107,7 @@ class TempoMap:
 
 @dataclasses.dataclass(frozen=True)
 class SmfContents:
-    """What pact uses from one Standard MIDI File."""
+    """Parsed contents of one Standard MIDI File: channel events, track ends and tempo map."""
 
     format: int  # 0, 1 or 2
     num_tracks: int  # MTrk chunks read
@@ -318,8 +318,8 @@ def _event_tracks(track_event_starts: list[int], num_events: int, num_tracks: in
 def _event_ends(starts, ticks, track_event_starts, track_chunk_ends) -> tuple[np.ndarray, np.ndarray]:
     """Return where each event's bytes end, (E,) int64, and each track's last tick, (T,) int64.
 
-    An event ends where the next event of its track starts; the last one ends at the chunk
-    end, because the scan rejects a last event that runs past it.
+    An event ends where the next event of its track starts. The last event of a track ends
+    at the chunk end, because the scan rejects a last event that runs past it.
     """
     first = np.asarray(track_event_starts, dtype=np.int64)
     last = np.append(first[1:], len(starts)) - 1

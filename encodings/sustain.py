@@ -8,16 +8,18 @@ walks them once. Its outcome for one note n (pitch p, channel c, onset s, releas
 * n is *restruck* by the first later onset of p on c (later in that order) at which the
   pedal of c is down. If that onset comes while n still sounds, n ends there, and n is
   deleted when it would end at its own onset (two onsets at the same time).
-* n still sounds until its release if the pedal is up at the release; otherwise until the
-  first pedal-up event of c after the release. If the pedal never goes up again, n ends
+* n sounds until its release if the pedal is up at the release. Otherwise it sounds until
+  the first pedal-up event of c after the release. If the pedal never goes up again, n ends
   at the time of the last event of the whole sequence (Magenta's rule for a pedal that is
   never released, kept so that tokens match note-seq).
 
 "The pedal is down at time x" means: the last pedal change at or before x, in the order
 above, is a press (value >= 64). At one instant a release wins over a press.
 
-All times here are integer ticks: ticks map to seconds monotonically, so comparing ticks
-gives the same order and ties as comparing note-seq's seconds, and without rounding.
+All times here are integer ticks. Ticks map to seconds monotonically, so comparing ticks
+gives the order of note-seq's seconds without rounding. NOTE: note-seq would also tie two
+distinct ticks that round to one float64 second, which needs ticks far shorter than any
+real tempo gives.
 """
 
 from __future__ import annotations
@@ -110,7 +112,7 @@ def apply_sustain(
 
 
 def _pedal_down_at(pedal_key, pedal_down, channel, tick, span) -> np.ndarray:
-    """Whether the pedal of `channel` is down once every change at or before `tick` applied.
+    """Return whether the pedal of `channel` is down after every change at or before `tick`.
 
     `pedal_key` is channel * span + tick of the sorted pedal changes; (N,) queries -> (N,) bool.
     """

@@ -1,4 +1,4 @@
-"""MIDI reader: each kind of input, built byte by byte (1 tick = 1 ms unless a test says otherwise)."""
+"""MIDI reader: each kind of input, built byte by byte (1 tick = 1 ms unless a test states another division)."""
 
 from __future__ import annotations
 

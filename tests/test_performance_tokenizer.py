@@ -384,7 +384,7 @@ def test_decode_encode_gives_quantized_notes(maestro_root):
 
 def test_encode_decode_ids_stable(maestro_root, tmp_path):
     # Within a step note-seq orders NOTE_ONs by unquantized onset, which decoding cannot
-    # restore, so the first round may reorder NOTE_ONs of one step; after that ids are fixed.
+    # restore. So the first round may reorder NOTE_ONs of one step, and then ids are fixed.
     tokenizer = PerformanceTokenizer()
     for path in real_files(maestro_root, 5):
         ids = tokenizer.encode_file(path)
