@@ -100,9 +100,17 @@ def decode_file(
     from pact.encodings.midi import count_of
     from pact.encodings.performance import PerformanceTokenizer
 
+    from pact.errors import TokenizerError
+
     document = _load_token_file(path)
     spec = document.get("tokenizer")
+    if spec is not None and not (isinstance(spec, dict) and isinstance(spec.get("name"), str)):
+        raise TokenizerError(f'{path}: "tokenizer" must be a tokenizer spec with a "name", as `pact encode file` writes')
     tokenizer = tokenizer_from_spec(spec, source=str(path)) if spec is not None else PerformanceTokenizer()
+    if not isinstance(tokenizer, PerformanceTokenizer):
+        raise TokenizerError(
+            f"{path}: ids of tokenizer {tokenizer.name!r} do not decode to MIDI; this command reads performance ids"
+        )
     ids = _ids_from_document(document, tokenizer, path)
 
     notes, report = tokenizer.decode_with_report(ids)

@@ -89,12 +89,12 @@ class ReadReport:
     """Counts of the merges, drops and repairs that `read_midi` made in one file."""
 
     path: str
-    tracks: int = 0  # tracks with pitched notes
-    channels: tuple[int, ...] = ()  # channels with pitched notes (0-based)
-    programs: tuple[int, ...] = ()  # programs of the pitched notes
+    tracks: int = 0  # tracks with notes in the performance
+    channels: tuple[int, ...] = ()  # 0-based channels of the notes in the performance
+    programs: tuple[int, ...] = ()  # programs of the notes in the performance
     drum_notes_dropped: int = 0
     drum_notes_kept: int = 0
-    unclosed_notes: int = 0  # closed at the end of their track
+    unclosed_notes: int = 0  # notes without a note-off, closed at the end of their track
     out_of_range_notes: int = 0  # dropped: pitch outside the requested range
     pitch_range: tuple[int, int] = (0, 127)
     stray_note_offs: int = 0  # note-offs with no open note, ignored
@@ -188,6 +188,7 @@ def performance_from_smf(
     unclosed = pairs.off_event < 0
     off_tick = events.tick[np.maximum(pairs.off_event, 0)]
     notes = _NoteTable(
+        unclosed=unclosed,
         onset=events.tick[on_event],
         release=np.where(unclosed, contents.track_end_ticks[events.track[on_event]], off_tick),
         pitch=events.data1[on_event].astype(np.int64),
@@ -197,7 +198,6 @@ def performance_from_smf(
         track=events.track[on_event].astype(np.int64),
         order=on_event,  # the note-on's place in the file breaks ties
     )
-    zero_length_notes = int(((notes.onset == notes.release) & ~unclosed).sum())
 
     # 2. Drum notes: dropped by default; kept ones are never extended by the pedal.
     is_drum = notes.channel == DRUM_CHANNEL
@@ -250,6 +250,7 @@ def performance_from_smf(
         program=notes.program[order].astype(np.int16),
     )
 
+    zero_length = (notes.onset == notes.release) & ~notes.unclosed
     report = ReadReport(
         path=path,
         tracks=len(np.unique(notes.track)),
@@ -257,12 +258,12 @@ def performance_from_smf(
         programs=tuple(np.unique(notes.program).tolist()),
         drum_notes_dropped=0 if include_drums else num_drums,
         drum_notes_kept=num_drums if include_drums else 0,
-        unclosed_notes=int(unclosed.sum()),
+        unclosed_notes=int(notes.unclosed.sum()),
         out_of_range_notes=int((alive & ~in_range).sum()),
         pitch_range=(min_pitch, max_pitch),
         stray_note_offs=pairs.stray_note_offs,
         overlapping_notes=pairs.overlapping_notes,
-        zero_length_notes=zero_length_notes,
+        zero_length_notes=int(zero_length.sum()),
         restruck_notes_removed=int((~alive).sum()),
         tempo_tracks=contents.tempo_tracks,
         invalid_tempo_events=contents.invalid_tempo_events,
@@ -274,9 +275,10 @@ def performance_from_smf(
 
 @dataclasses.dataclass(frozen=True)
 class _NoteTable:
-    """Notes in ticks while they are read, in file order of their note-ons; all (N,) int64."""
+    """Notes in ticks while they are read, in file order of their note-ons; all (N,)."""
 
-    onset: np.ndarray
+    unclosed: np.ndarray  # bool, no note-off: the release is the end of the track
+    onset: np.ndarray  # int64, like the fields below
     release: np.ndarray  # key-up (note-off) tick, before the pedal
     pitch: np.ndarray
     velocity: np.ndarray

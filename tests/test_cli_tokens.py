@@ -126,6 +126,8 @@ def test_decode_case_notice(bugcases, tmp_path):
         ('{"other": 1}', 'no "ids" or "events" key'),
         ('{"ids": [2, 5000]}', "outside the vocabulary"),
         ("7", "expected a JSON object"),
+        ('{"tokenizer": "performance", "ids": [2]}', '"tokenizer" must be a tokenizer spec'),
+        ('{"tokenizer": {"name": "abc"}, "ids": [2]}', "unknown tokenizer 'abc'"),
     ],
 )
 def test_decode_bad_token_file(tmp_path, content, message):

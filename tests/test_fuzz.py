@@ -65,7 +65,8 @@ def read_or_reject(directory: str, data: bytes):
     return performance
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# A generous deadline turns a hang or a quadratic path into a failure; reads take milliseconds.
+@settings(max_examples=300, deadline=5000, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.binary(max_size=300))
 def test_random_bytes_read(data):
     with tempfile.TemporaryDirectory() as directory:
@@ -99,7 +100,7 @@ def mutate(data: bytes, mutations) -> bytes:
     return bytes(buffer)
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=400, deadline=5000, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.sampled_from(range(len(SEEDS))), mutations=st.lists(mutation, min_size=1, max_size=6))
 def test_mutated_midi_read(seed, mutations):
     with tempfile.TemporaryDirectory() as directory:

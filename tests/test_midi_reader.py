@@ -270,11 +270,26 @@ def test_format_zero_multichannel(tmp_path):
     assert performance.notes.program.tolist() == [0, 40]
 
 
-def test_thousands_of_tracks(tmp_path):
-    tracks = [track((index % 50, note_on(60 + index % 12)), (10, note_off(60 + index % 12))) for index in range(3000)]
+def test_maximum_track_count(tmp_path):
+    # 65535, the largest count the header can declare.
+    tracks = [track((index % 50, note_on(60 + index % 12)), (10, note_off(60 + index % 12))) for index in range(65535)]
     performance = read_bytes(tmp_path, smf(*tracks))
-    assert len(performance.notes) == 3000
-    assert performance.report.tracks == 3000
+    assert len(performance.notes) == 65535
+    assert performance.report.tracks == 65535
+    assert performance.notes.start.max() == 0.049
+
+
+def test_long_file(tmp_path):
+    # 200000 notes of 10 ms, one after another: 2000 seconds in one track.
+    events = []
+    for index in range(200_000):
+        events += [(0, note_on(40 + index % 40, 1 + index % 127)), (10, note_off(40 + index % 40))]
+    performance = read_bytes(tmp_path, smf(track(*events)))
+    assert len(performance.notes) == 200_000
+    assert performance.notes.end.max() == 2000.0
+    assert performance.notes.velocity[:3].tolist() == [1, 2, 3]
+    tokenizer = PerformanceTokenizer()
+    assert tokenizer.duration_seconds(tokenizer.encode(performance)) == 2000.0
 
 
 def test_empty_valid_file(tmp_path):
