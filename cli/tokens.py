@@ -35,8 +35,8 @@ _MaxShiftSteps = Annotated[
 _VelocityBins = Annotated[
     int, typer.Option(help="Number of VELOCITY bins over MIDI velocities 1-127; 0 drops velocity.", min=0, max=127)
 ]
-_MinPitch = Annotated[int, typer.Option(help="Lowest MIDI pitch kept (0-127); lower notes are dropped.", min=0, max=127)]
-_MaxPitch = Annotated[int, typer.Option(help="Highest MIDI pitch kept (0-127); higher notes are dropped.", min=0, max=127)]
+_MinPitch = Annotated[int, typer.Option(help="Minimum MIDI pitch kept (0-127); lower notes are dropped.", min=0, max=127)]
+_MaxPitch = Annotated[int, typer.Option(help="Maximum MIDI pitch kept (0-127); higher notes are dropped.", min=0, max=127)]
 
 
 @encode_app.command("file")
