@@ -114,6 +114,13 @@ class Tokenizer(abc.ABC):
     def tokens_to_ids(self, tokens: Sequence[str]) -> np.ndarray:
         return np.asarray([self.token_to_id(t) for t in tokens], dtype=np.int32)
 
+    def notices(self, item: Any) -> list[str]:
+        """Sentences about what `read` merged, dropped or repaired in `item`, for printing.
+
+        The default has none; tokenizers whose reader changes its input override this.
+        """
+        return []
+
     # Files.
 
     def encode_file(self, path: str | os.PathLike) -> np.ndarray:
