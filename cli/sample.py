@@ -39,6 +39,8 @@ def sample(
         help="Nucleus sampling: the smallest set of events with at least this probability, in (0, 1]; 1 turns it off.")] = 1.0,
     min_p: Annotated[float, typer.Option(
         help="Drop events less likely than this fraction of the most likely one, in [0, 1); 0 turns it off.")] = 0.0,
+    allow_end: Annotated[bool, typer.Option(
+        "--allow-end", help="Let the model end a piece before the requested length.")] = False,
     seed: Annotated[int, typer.Option(help="Random seed: the same seed and options give the same output.")] = 0,
     include_prime: Annotated[bool, typer.Option(
         "--include-prime/--no-include-prime", help="Write the prime before the continuation.")] = True,
@@ -56,7 +58,8 @@ def sample(
     request = SampleRequest(
         num_samples=num_samples, num_events=events, seconds=seconds, prime=prime,
         prime_seconds=prime_seconds, include_prime=include_prime, seed=seed,
-        sampling=SamplingConfig(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p),
+        sampling=SamplingConfig(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
+                                allow_eos=allow_end),
         use_cache=not no_cache,
     )
     request.validate()
@@ -74,7 +77,7 @@ def _print_summary(run) -> None:
 
     table = Table(title=f"{len(run.outputs)} sample(s) from step {run.step}, "
                         f"{run.tokens_per_second:,.0f} events/s")
-    table.add_column("file")
+    table.add_column("file", overflow="fold")
     table.add_column("prime events", justify="right")
     table.add_column("new events", justify="right")
     table.add_column("seconds", justify="right")

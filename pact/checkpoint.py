@@ -30,10 +30,11 @@ class Checkpointer:
 
     def __init__(self, directory: str | Path, *, keep: int = 3, read_only: bool = False):
         self.directory = Path(directory).absolute()
+        # Orbax's own read_only mode logs warnings about the options it overrides; readers
+        # simply never call `save`.
         options = ocp.CheckpointManagerOptions(
             max_to_keep=keep,
             create=not read_only,
-            read_only=read_only,
             # Synchronous saves: a checkpoint is complete when `save` returns, so Ctrl-C or a
             # crash right after it cannot lose it. Saves are small next to the steps between them.
             enable_async_checkpointing=False,

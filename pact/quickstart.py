@@ -76,7 +76,7 @@ def run_quickstart(out_dir: str | Path, *, steps: int = 300, sample_seconds: flo
     log.info("3/3 continuing the first %.0f s of %s for %.0f s", prime_seconds, VALIDATION_PIECE, sample_seconds)
     request = SampleRequest(
         num_samples=1, seconds=sample_seconds, prime=input_folder / "validation" / VALIDATION_PIECE,
-        prime_seconds=prime_seconds, seed=0, sampling=SamplingConfig(temperature=1.0, top_p=0.95),
+        prime_seconds=prime_seconds, seed=0, sampling=SamplingConfig(temperature=1.0, top_p=0.95, allow_eos=False),
     )
     sampled = generate_samples(out_dir / "run", out_dir / "samples", request)
 

@@ -27,6 +27,7 @@ long the generation runs.
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Callable
 
 import jax
@@ -183,6 +184,14 @@ def decode_step(model: PerceiverAR, state: DecodeState, token: jax.Array, use_ca
 class GenerationResult:
     tokens: np.ndarray  # [B, S] int32: generated ids, PAD after an EOS
     lengths: np.ndarray  # [B] tokens generated before (and including) EOS
+    compile_seconds: float  # compiling the prime pass and the decoding loop (0 when reused)
+    prime_seconds: float  # the prime pass: time to the first token's logits
+    decode_seconds: float  # the decoding loop
+
+    @property
+    def tokens_per_second(self) -> float:
+        """Generated tokens per second of decoding, summed over variations."""
+        return float(self.lengths.sum()) / max(self.decode_seconds, 1e-9)
 
 
 class Sampler:
@@ -203,6 +212,7 @@ class Sampler:
         self.window = self.config.max_context + self.config.num_latents - 1
         self._prime = jax.jit(self._prime_impl)
         self._chunk = jax.jit(self._chunk_impl)
+        self._compiled: dict[int, tuple] = {}
 
     def _model(self, params) -> PerceiverAR:
         return nnx.merge(self.graphdef, params)
@@ -234,8 +244,21 @@ class Sampler:
         window[:, self.window - len(prompt):] = prompt
         return jnp.asarray(window)
 
-    def prime(self, prompt: np.ndarray, num_variations: int) -> DecodeState:
-        return self._prime(self.params, self.prime_tokens(prompt, num_variations))
+    def compiled(self, num_variations: int) -> tuple[Callable, Callable, float]:
+        """(prime, chunk) compiled for B = `num_variations`, and the seconds compiling took."""
+        if num_variations in self._compiled:
+            prime, chunk = self._compiled[num_variations]
+            return prime, chunk, 0.0
+        started = time.perf_counter()
+        tokens = jax.ShapeDtypeStruct((num_variations, self.window), jnp.int32)
+        prime = self._prime.lower(self.params, tokens).compile()
+        state = jax.eval_shape(self._prime_impl, self.params, tokens)
+        done = jax.ShapeDtypeStruct((num_variations,), jnp.bool_)
+        key = jax.eval_shape(lambda: jax.random.key(0))
+        start = jax.ShapeDtypeStruct((), jnp.int32)
+        chunk = self._chunk.lower(self.params, state, done, key, start).compile()
+        self._compiled[num_variations] = (prime, chunk)
+        return prime, chunk, time.perf_counter() - started
 
     def generate(self, prompt: np.ndarray, *, num_tokens: int, num_variations: int = 1, seed: int = 0,
                  should_stop: Callable[[np.ndarray], bool] | None = None,
@@ -247,13 +270,19 @@ class Sampler:
         """
         if len(prompt) == 0:
             raise ValueError("the prompt must hold at least one token (EOS starts a new piece)")
-        state = self.prime(prompt, num_variations)
+        prime, chunk, compile_seconds = self.compiled(num_variations)
+
+        started = time.perf_counter()
+        state = jax.block_until_ready(prime(self.params, self.prime_tokens(prompt, num_variations)))
+        prime_seconds = time.perf_counter() - started
+
+        started = time.perf_counter()
         done = jnp.zeros((num_variations,), bool)
         key = jax.random.key(seed)
         chunks = []
         generated = 0
         while generated < num_tokens:
-            state, done, outputs = self._chunk(self.params, state, done, key, jnp.asarray(generated, jnp.int32))
+            state, done, outputs = chunk(self.params, state, done, key, jnp.asarray(generated, jnp.int32))
             chunks.append(np.asarray(outputs))
             generated += self.chunk_size
             if on_chunk is not None:
@@ -261,9 +290,11 @@ class Sampler:
             tokens = np.concatenate(chunks, axis=1)
             if bool(np.all(np.asarray(done))) or (should_stop is not None and should_stop(tokens[:, :num_tokens])):
                 break
+        decode_seconds = time.perf_counter() - started
+
         tokens = np.concatenate(chunks, axis=1)[:, :num_tokens]
         lengths = np.array([_length_through_eos(row) for row in tokens])
-        return GenerationResult(tokens=tokens, lengths=lengths)
+        return GenerationResult(tokens, lengths, compile_seconds, prime_seconds, decode_seconds)
 
 
 def _length_through_eos(row: np.ndarray) -> int:

@@ -1,7 +1,8 @@
 """Sampling strategies: next-token logits [B, V] and a PRNG key -> token ids [B].
 
 Filters apply in this order: temperature, top-k, min-p, top-p; then one categorical draw per
-row. Temperature 0 means greedy decoding (argmax). The padding id is never sampled.
+row. Temperature 0 means greedy decoding (argmax). The padding id is never sampled, and the
+end-of-sequence id only when `allow_eos` is set.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import jax.numpy as jnp
 from pact.errors import ConfigError
 
 PAD_ID = 0
+EOS_ID = 1
 _MASKED = -1e30
 
 
@@ -27,6 +29,8 @@ class SamplingConfig:
     """Nucleus: keep the smallest set of tokens whose probability sums to at least p."""
     min_p: float = 0.0
     """Drop tokens less likely than min_p times the most likely token's probability."""
+    allow_eos: bool = True
+    """Whether the model may end the sequence; off, generation runs to the requested length."""
 
     def __post_init__(self):
         if self.temperature < 0:
@@ -41,10 +45,16 @@ class SamplingConfig:
             raise ConfigError(f"min-p={self.min_p} is invalid: it must be in [0, 1); 0 turns it off")
 
 
+def _mask_reserved(logits: jax.Array, config: SamplingConfig) -> jax.Array:
+    logits = logits.astype(jnp.float32).at[:, PAD_ID].set(_MASKED)
+    if not config.allow_eos:
+        logits = logits.at[:, EOS_ID].set(_MASKED)
+    return logits
+
+
 def filter_logits(logits: jax.Array, config: SamplingConfig) -> jax.Array:
     """Temperature-scaled logits [B, V] float32 with filtered-out tokens set to a large negative."""
-    logits = logits.astype(jnp.float32).at[:, PAD_ID].set(_MASKED)
-    logits = logits / config.temperature
+    logits = _mask_reserved(logits, config) / config.temperature
 
     if config.top_k > 0 and config.top_k < logits.shape[-1]:
         kth_largest = jax.lax.top_k(logits, config.top_k)[0][:, -1:]  # [B, 1]
@@ -71,5 +81,5 @@ def filter_logits(logits: jax.Array, config: SamplingConfig) -> jax.Array:
 def sample_logits(logits: jax.Array, key: jax.Array, config: SamplingConfig) -> jax.Array:
     """Token ids [B] int32 drawn from logits [B, V]."""
     if config.temperature == 0.0:
-        return jnp.argmax(logits.at[:, PAD_ID].set(_MASKED), axis=-1).astype(jnp.int32)
+        return jnp.argmax(_mask_reserved(logits, config), axis=-1).astype(jnp.int32)
     return jax.random.categorical(key, filter_logits(logits, config), axis=-1).astype(jnp.int32)
