@@ -75,17 +75,19 @@ def sample(
 def _print_summary(run) -> None:
     from rich.table import Table
 
+    folder = run.outputs[0].path.parent if run.outputs else ""
     table = Table(title=f"{len(run.outputs)} sample(s) from step {run.step}, "
                         f"{run.tokens_per_second:,.0f} events/s")
-    table.add_column("file", overflow="fold")
+    table.add_column("file")
     table.add_column("prime events", justify="right")
     table.add_column("new events", justify="right")
     table.add_column("seconds", justify="right")
     table.add_column("notes", justify="right")
     for output in run.outputs:
         table.add_row(
-            str(output.path), str(output.prime_events), str(output.events),
+            output.path.name, str(output.prime_events), str(output.events),
             "-" if output.seconds is None else f"{output.seconds:.1f}",
             "-" if output.notes is None else str(output.notes),
         )
     _output.stdout.print(table)
+    _output.stdout.print(f"Written to {folder}", soft_wrap=True)
