@@ -127,3 +127,30 @@ def load_model(run_dir: str | os.PathLike, step: int | None = None) -> LoadedMod
     restored_step, params, _, _ = restored
     model = nnx.merge(graphdef, jax.tree.map(jax.numpy.asarray, params))
     return LoadedModel(model=model, config=config, tokenizer=tokenizer, step=restored_step)
+
+
+def describe_run(run_dir: str | os.PathLike) -> dict[str, Any]:
+    """Config, tokenizer, parameter count, checkpoint steps and latest metrics of a run."""
+    from flax import nnx
+
+    from pact.model import PerceiverAR, count_parameters
+
+    run = RunDir(run_dir).require()
+    config = run.read_config()
+    steps = sorted(int(p.name) for p in run.checkpoint_dir.iterdir() if p.name.isdigit()) \
+        if run.checkpoint_dir.is_dir() else []
+    rows = run.read_metrics()
+    train_rows = [row for row in rows if row.get("split") == "train"]
+    validation_rows = [row for row in rows if row.get("split") == "validation"]
+    parameters = 0
+    if config.model.vocab_size is not None:
+        parameters = count_parameters(nnx.eval_shape(lambda: PerceiverAR(config.model, rngs=nnx.Rngs(0))))
+    return {
+        "run_dir": str(run.path),
+        "config": config.to_dict(),
+        "tokenizer": run.read_tokenizer_spec(),
+        "parameters": parameters,
+        "checkpoint_steps": steps,
+        "latest_train": train_rows[-1] if train_rows else None,
+        "latest_validation": validation_rows[-1] if validation_rows else None,
+    }

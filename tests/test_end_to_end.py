@@ -107,3 +107,28 @@ def test_eval_benchmark_finite_nll(trained_run, tmp_path):
     assert 0.0 < metrics["accuracy"] < 1.0
     assert sum(bucket["targets"] for bucket in metrics["buckets"]) == metrics["targets"]
     assert "NLL (nats/token)" in result.stdout
+
+
+def test_info_describes_run(trained_run):
+    result = _invoke("info", str(trained_run), "--json")
+    description = json.loads(result.stdout)
+    assert description["checkpoint_steps"][-1] == 40
+    assert description["tokenizer"]["name"] == "performance"
+    assert description["latest_train"]["step"] == 40
+    assert description["latest_validation"]["step"] == 40
+    assert description["parameters"] > 10_000
+    table = _invoke("info", str(trained_run)).stdout
+    assert "latest validation" in table
+
+
+def test_info_rejects_other_folder(tmp_path):
+    result = runner.invoke(app, ["info", str(tmp_path)])
+    assert result.exit_code == 1
+    assert "is not a pact run directory" in str(result.exception)
+
+
+def test_version_flag():
+    from pact import __version__
+
+    result = _invoke("--version")
+    assert result.stdout.strip() == f"pact {__version__}"
