@@ -63,7 +63,7 @@ class Tokenizer(abc.ABC):
     """
 
     token_unit: ClassVar[str] = "token"
-    """What one id stands for in printed metrics, for example "event" for performance ids."""
+    """Unit of one id in printed metrics, for example "event" for performance ids."""
 
     position_axes: ClassVar[tuple[int, ...] | None] = None
     """Shape of the grid that a document's ids fill in row-major order, or None for a plain
@@ -104,8 +104,10 @@ class Tokenizer(abc.ABC):
     # Training, for tokenizers that learn their vocabulary from data.
 
     trained_options: ClassVar[tuple[str, ...]] = ()
-    """Options that `train` fills in, such as the learned model; the other options are the
-    training settings, which an untrained tokenizer and its trained copy share."""
+    """Options that `train` fills in, such as the learned model.
+
+    The other options are the training settings. An untrained tokenizer and its trained
+    copy have the same training settings."""
 
     @property
     def needs_training(self) -> bool:
@@ -223,7 +225,7 @@ def axis_indices(token_index, axes: Sequence[int]) -> tuple:
     """Return the index on each axis of the token at `token_index` of a grid of shape `axes`.
 
     `token_index` counts the document's ids from 0, without the leading EOS that the model
-    reads before a document (so model input position p holds token index p - 1). It may be an
+    reads before a document (so model input position p is token index p - 1). It may be an
     int, a NumPy array or a JAX array, traced ones included: only // and % are used. The
     result is meaningful for 0 <= token_index < prod(axes). The start token and the final EOS
     lie outside the grid, so a model gives them their own embedding.
@@ -239,8 +241,8 @@ def axis_indices(token_index, axes: Sequence[int]) -> tuple:
     return tuple(indices)
 
 
-# Longest string printed whole in a mismatch message; a trained model stored in the options
-# is shown by its digest instead.
+# Maximum length of a string printed whole in a mismatch message. A longer one, such as a
+# trained model stored in the options, is shown by its length and digest.
 _MAX_PRINTED_STRING = 80
 
 

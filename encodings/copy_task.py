@@ -15,8 +15,8 @@ then the same symbols in reverse order. The j-th mirrored token (from 0) repeats
 mirrored half.
 
 Files hold one example as text: the symbols of the first half separated by spaces, then
-" | " and the second half, for example "3 1 4 | 4 1 3". A file without "|" holds the first
-half alone, and `read` completes it with its mirror image.
+" | " and the second half, for example "3 1 4 | 4 1 3". A file without "|" contains only the
+first half, and `read` completes it with its mirror image.
 """
 
 from __future__ import annotations
@@ -89,7 +89,7 @@ class CopyTaskTokenizer(Tokenizer):
     def read(self, path: str | os.PathLike) -> CopyExample:
         """Read one example from a text file (format in the module docstring).
 
-        Raises `TextReadError` naming the file when it is not text, holds anything but
+        Raises `TextReadError` naming the file when it is not text, contains anything but
         symbol numbers, or uses a symbol outside [0, num_symbols).
         """
         text = read_text_file(path, fallback_encoding=None)
@@ -155,7 +155,7 @@ class CopyTaskTokenizer(Tokenizer):
         return {"vocab_size": self._vocab_size}
 
     def mirrored_half(self, ids: Sequence[int] | np.ndarray) -> slice:
-        """Return the slice of `ids` that holds the second half: after the first SEP, up to EOS."""
+        """Return the slice of `ids` with the second half: after the first SEP, up to EOS."""
         ids = np.asarray(ids).reshape(-1)
         separators = np.flatnonzero(ids == SEPARATOR_ID)
         if not separators.size:

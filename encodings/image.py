@@ -6,9 +6,9 @@ Id layout (vocabulary 258):
     1        EOS
     2..257   sub-pixel values 0..255 (id = value + 2)
 
-An image is its rows from top to bottom, each row its pixels from left to right, each pixel
-its red, green and blue values: token index i is row i // 192, column i // 3 % 64 and
-channel i % 3. `ImageTokenizer.position_axes` is (64, 64, 3), and `axis_indices` maps token
+An image is its rows from top to bottom, each row its pixels from left to right, and each
+pixel its red, green and blue values. So token index i is row i // 192, column i // 3 % 64
+and channel i % 3. `ImageTokenizer.position_axes` is (64, 64, 3), and `axis_indices` maps token
 indices to (row, column, channel) for models with learned per-axis position embeddings, as
 the original Perceiver AR code uses for ImageNet.
 

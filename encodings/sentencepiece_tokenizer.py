@@ -61,9 +61,10 @@ class SentencePieceTokenizer(Tokenizer):
 
     * `vocab_size`: ids in total, the 3 reserved ones included.
     * `model_type`: "bpe" (default) or "unigram". BPE trains much faster and encodes slower
-      at a similar compression. With 1000 pieces trained on 3 MB of PG-19 text, one run on
-      2 shared CPU cores (sentencepiece 0.2.3) measured: BPE 1.3 s to train, 2.9 MB/s to
-      encode, 2.50 bytes per token on a held-out book; unigram 28.9 s, 8.0 MB/s and 2.45.
+      at a similar compression. One run on 2 shared CPU cores (sentencepiece 0.2.3), with
+      1000 pieces trained on 3 MB of PG-19 text, measured BPE at 1.3 s to train, 2.9 MB/s
+      to encode and 2.50 bytes per token on a held-out book. Unigram took 28.9 s, encoded
+      8.0 MB/s and reached 2.45 bytes per token.
     * `character_coverage`: fraction of characters that get pieces of their own; the rest
       fall back to bytes.
     * `input_sentence_size`: at most this many lines, sampled at random, are used for
@@ -231,7 +232,7 @@ class SentencePieceTokenizer(Tokenizer):
             raise TokenizerError(f"unknown piece {token!r} for tokenizer {self.name!r}")
         return token_id
 
-    # A SentencePiece processor does not pickle; worker processes rebuild it from `model`.
+    # Pickles carry only `model`, and worker processes rebuild the processor from it.
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()

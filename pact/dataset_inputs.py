@@ -103,7 +103,7 @@ class InputListing:
     """Name of an input that is not a folder, such as "tfds:pg19"."""
 
     description: dict[str, Any] | None = None
-    """What identifies an input that is not a folder, saved in the dataset's metadata."""
+    """Identity of an input that is not a folder (name, version, settings), saved in the dataset's metadata."""
 
     reader: Any = None
     """Object whose `read(file)` returns the item of an example that has no path."""

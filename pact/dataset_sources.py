@@ -7,10 +7,10 @@ Besides a folder (see `pact.dataset_inputs`), `pact encode dataset` takes:
                      It is read with `tfds.data_source`, without TensorFlow.
     synthetic:copy   the copy task of `pact.encodings.copy_task`, generated from a seed.
 
-Each example of such an input becomes a `SourceFile` without a path: `record` is its index in
-the split, and `source`, which the dataset stores, is "<split>/<index>" with the index
-zero-padded to 9 digits, so that source order is index order. The listing's `reader` reads
-an example in whichever process encodes it.
+Each example of such an input becomes a `SourceFile` without a path, whose `record` is its
+index in the split. Its `source`, which the dataset stores, is "<split>/<index>" with the
+index zero-padded to 9 digits, so that source order is index order. The listing's `reader`
+reads an example in whichever process encodes it.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ MAX_COPY_EXAMPLES = 100_000_000
 
 
 def is_folder_input(input_spec: str | os.PathLike) -> bool:
-    """Whether `input_spec` names a folder rather than a `tfds:` dataset or a synthetic task."""
+    """Return whether `input_spec` names a folder rather than a `tfds:` dataset or a synthetic task."""
     text = os.fspath(input_spec)
     return not (text.startswith(TFDS_PREFIX) or text == COPY_TASK_INPUT)
 
@@ -75,7 +75,7 @@ def list_inputs(
 
 
 def default_tokenizer_name(input_spec: str | os.PathLike, tfds_data_dir: str | os.PathLike | None = None) -> str:
-    """Return the tokenizer that an input is encoded with unless --tokenizer says otherwise.
+    """Return the name of the tokenizer that encodes an input unless --tokenizer names another.
 
     Folders: performance. synthetic:copy: copy. A TFDS dataset: bytes for its Text feature
     or image for its Image feature.
@@ -266,7 +266,7 @@ def _features_by_modality(builder) -> dict[str, list[str]]:
 class CopyTaskSettings:
     """What `synthetic:copy` generates: examples of `length` random symbols, then their mirror image.
 
-    Each document holds 2 * length + 1 ids plus EOS. Example i of a split is drawn from
+    Each document has 2 * length + 1 ids plus EOS. Example i of a split is drawn from
     `numpy.random.default_rng([seed, s, i])`, where s is the split's place in (train,
     validation, test), so every example depends only on the seed, split and index.
     """

@@ -122,7 +122,7 @@ class EvalResult:
     block_size: int
     context: int
     buckets: list[dict]  # {"start", "end", "targets", "nll", "bits", "accuracy"} per position bucket
-    token_unit: str = "token"  # what one target is: "event", "sub-pixel", ...
+    token_unit: str = "token"  # unit of one target: "event", "sub-pixel", ...
     modality: str | None = None
     modality_metrics: dict = dataclasses.field(default_factory=dict)
     """Metrics of the modality (`pact.benchmark_metrics`), for example {"bits_per_byte": ...}."""

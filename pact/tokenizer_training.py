@@ -62,7 +62,7 @@ def prepare_tokenizer(
 ) -> tuple[Tokenizer, dict[str, Any]]:
     """Return a trained tokenizer for `listing` and its training record.
 
-    `saved` holds (spec, training record) pairs from an earlier run, newest first. The first
+    `saved` contains (spec, training record) pairs from an earlier run, newest first. The first
     one with the same settings and training examples is rebuilt instead of training again.
     Raises `DatasetError` when the input has no training examples.
     """

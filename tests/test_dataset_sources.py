@@ -246,7 +246,8 @@ def test_copy_task_dataset(tmp_path):
             assert len(tokens) == 18
             assert tokens[8] == SEPARATOR_ID
             assert np.array_equal(tokens[9:17], tokens[:8][::-1])
-            assert tokens[:8].min() >= 3 and tokens[:8].max() < 10
+            assert tokens[:8].min() >= 3
+            assert tokens[:8].max() < 10
             assert tokens[17] == EOS_ID
     first_halves = {example["tokens"][:8].tobytes() for items in examples.values() for example in items}
     assert len(first_halves) == 10
