@@ -41,7 +41,7 @@ def encode_dataset_command(
         "--name",
         help=(
             "Dataset name: a lower-case letter, then lower-case letters, digits and underscores. "
-            "Default: the input folder's name, for example pg19-mini -> pg19_mini."
+            "Default: derived from the input, for example pg19-mini -> pg19_mini, tfds:pg19 -> tfds_pg19."
         ),
     ),
     tokenizer: str | None = typer.Option(
