@@ -23,7 +23,10 @@ ENTRY_POINT_GROUP = "pact.tokenizers"
 # Registry name -> "module:class" of the built-in tokenizers.
 _BUILTIN = {
     "bytes": "pact.encodings.bytes:BytesTokenizer",
+    "copy": "pact.encodings.copy_task:CopyTaskTokenizer",
+    "image": "pact.encodings.image:ImageTokenizer",
     "performance": "pact.encodings.performance:PerformanceTokenizer",
+    "sentencepiece": "pact.encodings.sentencepiece_tokenizer:SentencePieceTokenizer",
 }
 
 __all__ = [

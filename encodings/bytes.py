@@ -34,6 +34,64 @@ NUM_BYTE_VALUES = 256
 _BYTE_TOKEN = re.compile(r"<0x([0-9A-Fa-f]{2})>")
 
 
+def canonical_encoding_name(fallback_encoding: str | None, tokenizer_name: str) -> str | None:
+    """Return Python's name of the codec `fallback_encoding` ("CP-1252" -> "cp1252"), or None.
+
+    Raises `TokenizerError` naming the tokenizer for an unknown codec.
+    """
+    if fallback_encoding is None:
+        return None
+    try:
+        return codecs.lookup(fallback_encoding).name
+    except (LookupError, TypeError):
+        raise TokenizerError(
+            f"unknown fallback_encoding {fallback_encoding!r} for the {tokenizer_name} tokenizer. "
+            "Use a Python codec name such as 'cp1252' or 'latin-1', or None"
+        ) from None
+
+
+def read_text_file(path: str | os.PathLike, fallback_encoding: str | None = "cp1252") -> str:
+    """Read a text file exactly, line endings and byte-order mark included.
+
+    The file is decoded as UTF-8, or with `fallback_encoding` (a Python codec name, or None
+    for UTF-8 only) when it is not valid UTF-8.
+    NOTE: the fallback cannot tell Windows-1252 from other 8-bit encodings, so a file in
+    KOI8-R or Shift JIS, say, is read without error as the wrong characters.
+
+    Raises `TextReadError` naming the file when it cannot be read, contains a NUL byte
+    (binary or UTF-16 data) or does not decode.
+    """
+    try:
+        data = Path(path).read_bytes()
+    except OSError as error:
+        raise TextReadError(path, f"failed to read the file: {error.strerror}") from None
+
+    nul_offset = data.find(b"\0")
+    if nul_offset >= 0:
+        raise TextReadError(
+            path,
+            f"contains a NUL byte at offset {nul_offset}, so it is binary or UTF-16 data, "
+            "not text. Convert it to UTF-8 or remove it",
+        )
+
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        utf8_problem = f"byte 0x{data[error.start]:02X} at offset {error.start}"
+    if fallback_encoding is None:
+        raise TextReadError(path, f"not valid UTF-8 ({utf8_problem}). Convert the file to UTF-8")
+
+    try:
+        return data.decode(fallback_encoding)
+    except UnicodeDecodeError as error:
+        raise TextReadError(
+            path,
+            f"neither valid UTF-8 ({utf8_problem}) nor valid {fallback_encoding} "
+            f"(byte 0x{data[error.start]:02X} at offset {error.start}). "
+            "Convert the file to UTF-8",
+        ) from None
+
+
 class BytesTokenizer(Tokenizer):
     """UTF-8 text as byte ids, with id = byte + 2.
 
@@ -44,57 +102,14 @@ class BytesTokenizer(Tokenizer):
     name = "bytes"
     version = "1"
     file_suffixes = (".txt",)
+    modality = "text"
 
     def __init__(self, fallback_encoding: str | None = "cp1252"):
-        if fallback_encoding is not None:
-            try:
-                fallback_encoding = codecs.lookup(fallback_encoding).name
-            except LookupError:
-                raise TokenizerError(
-                    f"unknown fallback_encoding {fallback_encoding!r} for the bytes tokenizer. "
-                    "Use a Python codec name such as 'cp1252' or 'latin-1', or None"
-                ) from None
-        self.fallback_encoding = fallback_encoding
+        self.fallback_encoding = canonical_encoding_name(fallback_encoding, self.name)
 
     def read(self, path: str | os.PathLike) -> str:
-        """Read a text file exactly, line endings and byte-order mark included.
-
-        The file is decoded as UTF-8, or with `fallback_encoding` when it is not valid UTF-8.
-        NOTE: the fallback cannot tell Windows-1252 from other 8-bit encodings, so a file in
-        KOI8-R or Shift JIS, say, is read without error as the wrong characters.
-
-        Raises `TextReadError` naming the file when it cannot be read, contains a NUL byte
-        (binary or UTF-16 data) or does not decode.
-        """
-        try:
-            data = Path(path).read_bytes()
-        except OSError as error:
-            raise TextReadError(path, f"failed to read the file: {error.strerror}") from None
-
-        nul_offset = data.find(b"\0")
-        if nul_offset >= 0:
-            raise TextReadError(
-                path,
-                f"contains a NUL byte at offset {nul_offset}, so it is binary or UTF-16 data, "
-                "not text. Convert it to UTF-8 or remove it",
-            )
-
-        try:
-            return data.decode("utf-8")
-        except UnicodeDecodeError as error:
-            utf8_problem = f"byte 0x{data[error.start]:02X} at offset {error.start}"
-        if self.fallback_encoding is None:
-            raise TextReadError(path, f"not valid UTF-8 ({utf8_problem}). Convert the file to UTF-8")
-
-        try:
-            return data.decode(self.fallback_encoding)
-        except UnicodeDecodeError as error:
-            raise TextReadError(
-                path,
-                f"neither valid UTF-8 ({utf8_problem}) nor valid {self.fallback_encoding} "
-                f"(byte 0x{data[error.start]:02X} at offset {error.start}). "
-                "Convert the file to UTF-8",
-            ) from None
+        """Read a text file exactly; see `read_text_file`."""
+        return read_text_file(path, self.fallback_encoding)
 
     def encode(self, item: str) -> np.ndarray:
         if not isinstance(item, str):

@@ -73,6 +73,8 @@ class PerformanceTokenizer(Tokenizer):
     name = "performance"
     version = "1"
     file_suffixes = (".mid", ".midi", ".kar", ".rmi")
+    modality = "music"
+    token_unit = "event"
 
     def __init__(
         self,

@@ -14,6 +14,9 @@ Three input layouts are recognised, checked in this order:
 In every layout a file is identified by its `source`: its path relative to the input folder,
 with "/" separators. Hidden files and folders (names starting with ".") are ignored, and so
 are symbolic links to folders, so a scan never loops.
+
+Inputs that are not folders (TFDS datasets, the synthetic copy task) are listed by
+`pact.dataset_sources` with the same types.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from collections import Counter
 from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 from pact.errors import DatasetError
 
@@ -44,18 +48,33 @@ MAESTRO_COLUMNS = ("canonical_composer", "canonical_title", "split", "year", "mi
 
 @dataclass(frozen=True)
 class SourceFile:
-    """One input file and the split it belongs to."""
+    """One input item and the split it belongs to: a file, or an example of an input that is not a folder."""
 
     source: str
-    """Path relative to the input folder, with "/" separators."""
+    """Path relative to the input folder, with "/" separators; "<split>/<index>" for an example."""
 
-    path: Path
+    path: Path | None
+    """The file, or None for an example that `InputListing.reader` reads."""
+
     split: str
     size: int
     """Size in bytes when the folder was scanned."""
 
     mtime_ns: int
     """Modification time in nanoseconds since the epoch when the folder was scanned."""
+
+    record: int | None = None
+    """Index of the example in its split when `path` is None."""
+
+    origin: str = ""
+    """The input an example comes from, such as "tfds:pg19"; empty for a file."""
+
+    @property
+    def location(self) -> str:
+        """Where the item is, for messages: the file path, or the input, split and index."""
+        if self.path is not None:
+            return str(self.path)
+        return f"{self.origin} {self.split}[{self.record}]"
 
 
 @dataclass(frozen=True)
@@ -69,15 +88,30 @@ class MissingFile:
 
 @dataclass(frozen=True)
 class InputListing:
-    """The files of one input folder, sorted by source."""
+    """The files of one input folder, or the examples of another input, sorted by source."""
 
-    root: Path
+    root: Path | None
+    """The input folder; for a TFDS dataset its prepared folder, for a generated task None."""
+
     layout: str
     index_file: str | None
     """Name of the index the splits come from (MAESTRO layout only)."""
 
     files: list[SourceFile]
     missing: list[MissingFile]
+    origin: str = ""
+    """Name of an input that is not a folder, such as "tfds:pg19"."""
+
+    description: dict[str, Any] | None = None
+    """Identity of an input that is not a folder (name, version, settings), saved in the dataset's metadata."""
+
+    reader: Any = None
+    """Object whose `read(file)` returns the item of an example that has no path."""
+
+    @property
+    def label(self) -> str:
+        """The input, for messages: its name or its folder."""
+        return self.origin or str(self.root)
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Encode a folder of source files into a TFDS token dataset (`pact encode dataset`).
+"""Encode a folder of source files, or another input, into a TFDS token dataset (`pact encode dataset`).
 
 On disk, for a dataset `name` under `data_dir`:
 
@@ -12,7 +12,8 @@ On disk, for a dataset `name` under `data_dir`:
 
 The run has three steps: encode the files that are not cached yet in worker processes, write
 the TFDS dataset from the cache into a staging folder, then move it into place with a
-rename. A dataset folder that exists is therefore always complete, and a run that is killed
+rename. A tokenizer that learns its vocabulary is trained on the train split first (see
+`pact.tokenizer_training`). A dataset folder that exists is therefore always complete, and a run that is killed
 resumes from the cache when it is started again.
 """
 
@@ -48,7 +49,8 @@ from rich.progress import (
 from rich.text import Text
 
 import pact
-from pact.dataset_inputs import SPLITS, InputListing, SourceFile, list_input_files
+from pact.dataset_inputs import SPLITS, InputListing, SourceFile
+from pact.dataset_sources import CopyTaskSettings, is_folder_input, list_inputs
 from pact.encode_cache import EncodeCache, FileResult, describe_differences, encode_into_cache, init_worker
 from pact.encodings import EOS_ID, Tokenizer, get_tokenizer
 from pact.errors import ConfigError, DatasetError, TokenizerMismatchError
@@ -119,7 +121,13 @@ def cache_path(data_dir: str | os.PathLike, name: str) -> Path:
 
 
 def default_dataset_name(input_path: str | os.PathLike) -> str:
-    """Derive a dataset name from the input folder's name ("pg19-mini" -> "pg19_mini")."""
+    """Derive a dataset name from the input folder's name ("pg19-mini" -> "pg19_mini").
+
+    Other inputs use their whole name: "tfds:imagenet_resized/64x64" ->
+    "tfds_imagenet_resized_64x64", "synthetic:copy" -> "synthetic_copy".
+    """
+    if not is_folder_input(input_path):
+        return _to_dataset_name(os.fspath(input_path))
     return _to_dataset_name(Path(input_path).resolve().name)
 
 
@@ -187,13 +195,18 @@ def encode_dataset(
     strict: bool = False,
     overwrite: bool = False,
     show_progress: bool = True,
+    tfds_data_dir: str | os.PathLike | None = None,
+    copy_task: CopyTaskSettings | None = None,
 ) -> EncodeSummary:
     """Encode every source file under `input_path` into the TFDS dataset `data_dir/name`.
 
     The input layouts and the split rule are described in `pact.dataset_inputs`. Each file
-    becomes one example (see `pact.tfds_builder`). `tokenizer` is a registered name or an
-    instance. `name` defaults to one derived from the input folder, `workers` to the CPU
-    count. `show_progress` draws a Rich progress bar on stderr.
+    becomes one example (see `pact.tfds_builder`). `input_path` may also be "tfds:NAME", a
+    TFDS dataset prepared under `tfds_data_dir`, or "synthetic:copy" with `copy_task`
+    settings (see `pact.dataset_sources`). `tokenizer` is a registered name or an
+    instance. An untrained tokenizer (SentencePiece) is trained on the train split first.
+    `name` defaults to one derived from the input, `workers` to the CPU count.
+    `show_progress` draws a Rich progress bar on stderr.
 
     A file that the tokenizer rejects with a `PactError` is skipped and listed in the
     summary, unless `strict`, which raises `DatasetError` at the first one. Any other
@@ -212,28 +225,36 @@ def encode_dataset(
     if data_dir.exists() and not data_dir.is_dir():
         raise ConfigError(f"data dir {data_dir} is a file, not a folder. Pass a folder for the dataset")
 
-    listing = list_input_files(input_path, tokenizer.file_suffixes, exclude=data_dir)
+    listing = list_inputs(
+        input_path, tokenizer, exclude=data_dir, tfds_data_dir=tfds_data_dir, copy_task=copy_task
+    )
     input_description = _describe_input(listing)
     target = dataset_path(data_dir, name)
     _remove_replaced_leftovers(target.parent)
+
+    training = None
+    if tokenizer.needs_training:
+        from pact.tokenizer_training import prepare_tokenizer
+
+        saved = [] if overwrite else _saved_training(target, cache_path(data_dir, name))
+        tokenizer, training = prepare_tokenizer(tokenizer, listing, saved)
 
     if not overwrite and (target / DATASET_INFO_FILE).exists():
         metadata = _check_existing(target, tokenizer, listing)
         logger.info("reusing the complete dataset %s", target)
         return _summary_from_metadata(target, name, metadata)
 
-    cache = EncodeCache.open(
-        cache_path(data_dir, name),
-        {"tokenizer": tokenizer.spec(), "input": input_description},
-        discard_existing=overwrite,
-    )
+    cache_description = {"tokenizer": tokenizer.spec(), "input": input_description}
+    if training is not None:
+        cache_description["tokenizer_training"] = training
+    cache = EncodeCache.open(cache_path(data_dir, name), cache_description, discard_existing=overwrite)
     try:
         results, files_from_cache = _encode_files(listing, tokenizer, cache, workers, strict, show_progress)
-        metadata = _build_metadata(listing, tokenizer, input_description, results)
+        metadata = _build_metadata(listing, tokenizer, input_description, results, training)
         if not metadata["splits"]:
             first = metadata["skipped"][0]
             raise DatasetError(
-                f"none of the {len(metadata['skipped'])} files of {listing.root} could be encoded "
+                f"none of the {len(metadata['skipped'])} files of {listing.label} could be encoded "
                 f"with tokenizer {tokenizer.name!r}, for example {first['source']}: {first['reason']}"
             )
 
@@ -274,7 +295,7 @@ def _encode_files(
         else:
             results[file.source] = cached
             if strict and cached.skip_reason is not None:
-                _raise_strict(file.path, cached.skip_reason)
+                _raise_strict(file.location, cached.skip_reason)
     files_from_cache = len(results)
     if files_from_cache:
         logger.info("resuming: %d of %d files are cached in %s", files_from_cache, len(listing.files), cache.directory)
@@ -284,7 +305,9 @@ def _encode_files(
             task = progress.add_task(
                 "Encoding", total=len(listing.files), completed=files_from_cache, unit="files"
             )
-            for result in _run_workers(pending, tokenizer, cache, min(workers, len(pending)), strict):
+            for result in _run_workers(
+                pending, tokenizer, listing.reader, cache, min(workers, len(pending)), strict
+            ):
                 results[result.source] = result
                 if result.skip_reason is not None:
                     logger.info("skipped %s: %s", result.source, result.skip_reason)
@@ -293,7 +316,7 @@ def _encode_files(
 
 
 def _run_workers(
-    pending: list[SourceFile], tokenizer: Tokenizer, cache: EncodeCache, workers: int, strict: bool
+    pending: list[SourceFile], tokenizer: Tokenizer, reader: Any, cache: EncodeCache, workers: int, strict: bool
 ):
     """Yield the results of `pending` in completion order, encoded by `workers` processes."""
     # spawn, not fork: the caller may have started threads (JAX, TFDS), which fork would copy
@@ -302,7 +325,7 @@ def _run_workers(
         max_workers=workers,
         mp_context=multiprocessing.get_context("spawn"),
         initializer=init_worker,
-        initargs=(tokenizer, cache.files_directory, os.getpid()),
+        initargs=(tokenizer, cache.files_directory, os.getpid(), reader),
     )
     try:
         futures = {executor.submit(encode_into_cache, file): file for file in pending}
@@ -313,18 +336,18 @@ def _run_workers(
             except BrokenProcessPool:
                 raise DatasetError(
                     "an encoding worker process exited unexpectedly (killed, or out of memory) "
-                    f"while encoding {file.path} or another file. Finished files are cached in "
+                    f"while encoding {file.location} or another file. Finished files are cached in "
                     f"{cache.directory}. Run the command again to resume, with fewer --workers "
                     "if memory is short"
                 ) from None
             except Exception as error:
                 raise RuntimeError(
-                    f"unexpected {type(error).__name__} while encoding {file.path} with tokenizer "
+                    f"unexpected {type(error).__name__} while encoding {file.location} with tokenizer "
                     f"{tokenizer.name!r}, which is a bug in the tokenizer or in pact"
                 ) from error
 
             if strict and result.skip_reason is not None:
-                _raise_strict(file.path, result.skip_reason)
+                _raise_strict(file.location, result.skip_reason)
             yield result
     except BaseException:
         # Files in progress finish and are cached, and files not started yet are cancelled.
@@ -333,9 +356,9 @@ def _run_workers(
     executor.shutdown(wait=True)
 
 
-def _raise_strict(path: Path, reason: str) -> None:
+def _raise_strict(location: Path | str, reason: str) -> None:
     raise DatasetError(
-        f"cannot encode {path}: {reason}. Fix or remove the file, or run without --strict "
+        f"cannot encode {location}: {reason}. Fix or remove the file, or run without --strict "
         "to skip it"
     )
 
@@ -372,7 +395,24 @@ class _RateColumn(ProgressColumn):
 
 
 def _describe_input(listing: InputListing) -> dict[str, Any]:
+    if listing.description is not None:
+        return {"layout": listing.layout, **listing.description}
     return {"folder": str(listing.root), "layout": listing.layout, "index": listing.index_file}
+
+
+def _saved_training(target: Path, cache_folder: Path) -> list[tuple[Any, Any]]:
+    """Return the (tokenizer spec, training record) pairs that earlier runs saved, the complete dataset's first."""
+    saved = []
+    for path, key in ((target / METADATA_FILE, None), (cache_folder / "cache.json", "description")):
+        try:
+            document = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if key is not None:
+            document = document.get(key) if isinstance(document, dict) else None
+        if isinstance(document, dict) and "tokenizer_training" in document:
+            saved.append((document.get("tokenizer"), document["tokenizer_training"]))
+    return saved
 
 
 def _build_metadata(
@@ -380,8 +420,12 @@ def _build_metadata(
     tokenizer: Tokenizer,
     input_description: dict[str, Any],
     results: dict[str, FileResult],
+    training: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Build the dataset's metadata.json: tokenizer spec, input, per-split counts and skipped files."""
+    """Build the dataset's metadata.json: tokenizer spec, input, per-split counts and skipped files.
+
+    `training` is the record of the examples a trained tokenizer learned from, if any.
+    """
     splits: dict[str, dict[str, int]] = {}
     skipped = [
         {"source": missing.source, "split": missing.split, "reason": missing.reason}
@@ -397,7 +441,7 @@ def _build_metadata(
         counts["tokens"] += result.num_tokens + 1  # + EOS
 
     skipped.sort(key=lambda item: item["source"])
-    return {
+    metadata = {
         "pact_version": pact.__version__,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "tokenizer": tokenizer.spec(),
@@ -405,6 +449,9 @@ def _build_metadata(
         "splits": {split: splits[split] for split in SPLITS if split in splits},
         "skipped": skipped,
     }
+    if training is not None:
+        metadata["tokenizer_training"] = training
+    return metadata
 
 
 def _write_tfds_dataset(
@@ -447,7 +494,7 @@ def _write_tfds_dataset(
             name=name,
             examples={split: examples_of(files) for split, files in encoded_by_split.items()},
             metadata=metadata,
-            description=f"Files of {listing.root} encoded with tokenizer {metadata['tokenizer']['name']!r}.",
+            description=f"Examples of {listing.label} encoded with tokenizer {metadata['tokenizer']['name']!r}.",
             data_dir=cache.staging_directory,
         )
         # TFDS prints "Downloading and preparing dataset ..." on stdout, which is for results.

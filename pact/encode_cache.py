@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from pact.dataset_inputs import SourceFile
+from pact.dataset_sources import read_item
 from pact.encodings.base import Tokenizer
 from pact.errors import DatasetError, PactError
 
@@ -195,18 +196,22 @@ def _write_json_atomically(path: Path, value: Any) -> None:
 
 _worker_tokenizer: Tokenizer | None = None
 _worker_files_directory: Path | None = None
+_worker_reader: Any = None
 
 
-def init_worker(tokenizer: Tokenizer, files_directory: Path, parent_pid: int) -> None:
+def init_worker(tokenizer: Tokenizer, files_directory: Path, parent_pid: int, reader: Any = None) -> None:
     """Set up one worker process of the encoding pool.
+
+    `reader` reads the examples that are not files (see `pact.dataset_sources`).
 
     Workers ignore SIGINT so that Ctrl-C reaches only the main process, which stops the
     pool. They exit on their own within a second when the main process dies, for example
     from SIGKILL, because nothing else would stop them.
     """
-    global _worker_tokenizer, _worker_files_directory
+    global _worker_tokenizer, _worker_files_directory, _worker_reader
     _worker_tokenizer = tokenizer
     _worker_files_directory = files_directory
+    _worker_reader = reader
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     threading.Thread(target=_exit_when_orphaned, args=(parent_pid,), daemon=True).start()
 
@@ -229,7 +234,10 @@ def encode_into_cache(file: SourceFile) -> FileResult:
     key = entry_key(file)
 
     try:
-        ids = tokenizer.encode_file(file.path)
+        if file.path is not None:
+            ids = tokenizer.encode_file(file.path)
+        else:
+            ids = tokenizer.encode(read_item(file, tokenizer, _worker_reader))
     except PactError as error:
         reason = getattr(error, "reason", None) or str(error)
         _write_json_atomically(
@@ -238,7 +246,7 @@ def encode_into_cache(file: SourceFile) -> FileResult:
         return FileResult(file.source, num_tokens=None, skip_reason=reason)
 
     ids = np.asarray(ids)
-    check_ids(ids, tokenizer, file.path)
+    check_ids(ids, tokenizer, file.location)
     ids = ids.astype(np.int32, copy=False)
 
     tokens_path = _worker_files_directory / f"{key}.npy"
@@ -248,7 +256,7 @@ def encode_into_cache(file: SourceFile) -> FileResult:
     return FileResult(file.source, num_tokens=int(ids.shape[0]), skip_reason=None)
 
 
-def check_ids(ids: np.ndarray, tokenizer: Tokenizer, path: Path) -> None:
+def check_ids(ids: np.ndarray, tokenizer: Tokenizer, path: Path | str) -> None:
     """Raise ValueError unless `ids` is what `Tokenizer.encode` promises."""
     if ids.ndim != 1 or not np.issubdtype(ids.dtype, np.integer):
         raise ValueError(

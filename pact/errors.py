@@ -36,6 +36,18 @@ class TextReadError(PactError):
         return (type(self), (self.path, self.reason))
 
 
+class ImageReadError(PactError):
+    """An image file that cannot be read; the message names the file and the reason."""
+
+    def __init__(self, path, reason: str):
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
+
+    def __reduce__(self):
+        return (type(self), (self.path, self.reason))
+
+
 class TokenizerError(PactError):
     """Ids or tokens that a tokenizer cannot encode or decode."""
 

@@ -8,8 +8,10 @@ the up to M tokens before b, so every target sees between M - W + 1 and M tokens
 the full context at N times the cost.
 
 Reported per split: NLL per token in nats and bits, perplexity, next-token accuracy, and the
-NLL bucketed by the target's position in its document (0-512, 512-1024, 1024-2048, ...), which
-shows whether long context is used.
+NLL and accuracy bucketed by the target's position in its document (0-512, 512-1024,
+1024-2048, ...), which shows whether long context is used. The tokenizer's modality adds
+bits per byte (text), bits per dimension (images) or mirrored-half accuracy (copy task); see
+`pact.benchmark_metrics`.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from pact.benchmark_metrics import DocumentScores, metrics_for
 from pact.data import PAD_ID, with_start
 from pact.errors import ConfigError
 
@@ -42,9 +45,10 @@ class Window:
     inputs: np.ndarray  # [M] int32, left-padded
     targets: np.ndarray  # [M] int32, PAD except the W scored positions
     positions: np.ndarray  # [M] int32, position in the document of each target, -1 if none
+    document: int = -1  # index of the document in its source, -1 for padding
 
 
-def document_windows(tokens: np.ndarray, context: int, block_size: int) -> Iterator[Window]:
+def document_windows(tokens: np.ndarray, context: int, block_size: int, document: int = -1) -> Iterator[Window]:
     """Windows that together score every target of one document once."""
     sequence = with_start(tokens)
     length = len(sequence)
@@ -60,13 +64,13 @@ def document_windows(tokens: np.ndarray, context: int, block_size: int) -> Itera
         window_inputs[context - len(inputs):] = inputs
         window_targets[context - scored:] = sequence[first:last + 1]
         window_positions[context - scored:] = np.arange(first, last + 1)
-        yield Window(window_inputs, window_targets, window_positions)
+        yield Window(window_inputs, window_targets, window_positions, document)
 
 
 def _batches(source, context: int, block_size: int, batch_size: int) -> Iterator[dict[str, np.ndarray]]:
     pending: list[Window] = []
     for index in range(len(source)):
-        for window in document_windows(np.asarray(source[index]["tokens"]), context, block_size):
+        for window in document_windows(np.asarray(source[index]["tokens"]), context, block_size, index):
             pending.append(window)
             if len(pending) == batch_size:
                 yield _stack(pending, batch_size)
@@ -85,6 +89,7 @@ def _stack(windows: list[Window], batch_size: int) -> dict[str, np.ndarray]:
         "inputs": np.stack([w.inputs for w in windows]),
         "targets": np.stack([w.targets for w in windows]),
         "positions": np.stack([w.positions for w in windows]),
+        "documents": np.asarray([w.document for w in windows], np.int64),
     }
 
 
@@ -109,23 +114,34 @@ class EvalResult:
     split: str
     documents: int
     targets: int
-    nll: float
-    bits: float
-    perplexity: float
+    nll: float  # nats per target
+    bits: float  # bits per target
+    perplexity: float  # exp(nll), per target
     accuracy: float
     num_latents: int
     block_size: int
     context: int
-    buckets: list[dict]  # {"start", "end", "targets", "nll"} per position bucket
+    buckets: list[dict]  # {"start", "end", "targets", "nll", "bits", "accuracy"} per position bucket
+    token_unit: str = "token"  # unit of one target: "event", "sub-pixel", ...
+    modality: str | None = None
+    modality_metrics: dict = dataclasses.field(default_factory=dict)
+    """Metrics of the modality (`pact.benchmark_metrics`), for example {"bits_per_byte": ...}."""
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """Return the result as a flat dict: the modality metrics sit beside `nll`."""
+        values = dataclasses.asdict(self)
+        values.update(values.pop("modality_metrics"))
+        return values
 
 
 def evaluate_source(model, source, *, split: str, num_latents: int | None = None,
                     block_size: int | None = None, batch_size: int = 8,
-                    on_batch: Callable[[int], None] | None = None) -> EvalResult:
-    """Score every target of every document in `source` (see the module docstring)."""
+                    on_batch: Callable[[int], None] | None = None, tokenizer=None) -> EvalResult:
+    """Score every target of every document in `source` (see the module docstring).
+
+    `tokenizer`, the one that made the source, selects the modality metrics; without it only
+    the metrics per target are computed.
+    """
     config = model.config
     context = config.max_context
     num_latents = num_latents or config.num_latents
@@ -142,8 +158,11 @@ def evaluate_source(model, source, *, split: str, num_latents: int | None = None
     max_position = max((len(source[i]["tokens"]) for i in range(len(source))), default=0)
     edges = bucket_edges(max_position)
     bucket_nll = np.zeros(len(edges) - 1)
+    bucket_correct = np.zeros(len(edges) - 1, np.int64)
     bucket_count = np.zeros(len(edges) - 1, np.int64)
     total_nll, total_correct, total_count = 0.0, 0, 0
+    document_metrics = metrics_for(tokenizer)
+    document_scores = DocumentScores(source, document_metrics) if document_metrics else None
 
     for batch in _batches(source, context, block_size, batch_size):
         nll, correct = score(params, batch["inputs"], batch["targets"][:, -num_latents:])
@@ -155,14 +174,20 @@ def evaluate_source(model, source, *, split: str, num_latents: int | None = None
         total_count += int(scored.sum())
         bucket = np.searchsorted(edges, positions[scored], side="right") - 1
         np.add.at(bucket_nll, bucket, nll[scored])
+        np.add.at(bucket_correct, bucket, correct[scored])
         np.add.at(bucket_count, bucket, 1)
+        if document_scores is not None:
+            documents = np.broadcast_to(batch["documents"][:, None], positions.shape)
+            document_scores.add(documents[scored], positions[scored], nll[scored], correct[scored])
         if on_batch is not None:
             on_batch(int(scored.sum()))
 
     mean_nll = total_nll / max(total_count, 1)
     buckets = [
         {"start": edges[i], "end": edges[i + 1], "targets": int(bucket_count[i]),
-         "nll": float(bucket_nll[i] / bucket_count[i])}
+         "nll": float(bucket_nll[i] / bucket_count[i]),
+         "bits": float(bucket_nll[i] / bucket_count[i] / math.log(2)),
+         "accuracy": float(bucket_correct[i] / bucket_count[i])}
         for i in range(len(bucket_count)) if bucket_count[i] > 0
     ]
     return EvalResult(
@@ -170,6 +195,9 @@ def evaluate_source(model, source, *, split: str, num_latents: int | None = None
         bits=mean_nll / math.log(2), perplexity=math.exp(min(mean_nll, 50.0)),
         accuracy=total_correct / max(total_count, 1), num_latents=num_latents,
         block_size=block_size, context=context, buckets=buckets,
+        token_unit=getattr(tokenizer, "token_unit", "token"),
+        modality=getattr(tokenizer, "modality", None),
+        modality_metrics=document_scores.result() if document_scores is not None else {},
     )
 
 

@@ -106,7 +106,7 @@ def test_eval_benchmark_finite_nll(trained_run, tmp_path):
     assert metrics["perplexity"] == pytest.approx(math.exp(metrics["nll"]), rel=1e-6)
     assert 0.0 < metrics["accuracy"] < 1.0
     assert sum(bucket["targets"] for bucket in metrics["buckets"]) == metrics["targets"]
-    assert "NLL (nats/token)" in result.stdout
+    assert "NLL (nats/event)" in result.stdout
 
 
 def test_info_describes_run(trained_run):
