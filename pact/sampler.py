@@ -1,7 +1,11 @@
 """Autoregressive generation with a key/value cache, and the full-pass reference.
 
-Axis legend: B variations, M context (max_context), N latents, L layers, H heads, K channels
-per head, V vocabulary, W = M + N - 1 tokens kept for full passes.
+Axis legend: B variations, M context (max_context), N latents (the cache capacity), L layers,
+H heads, K channels per head, V vocabulary, W = M + N - 1 tokens kept for full passes.
+
+N defaults to the latents the model was trained with; `Sampler(num_latents=...)` samples with
+fewer, which Perceiver AR allows because latents are not parameters. The cache capacity is read
+from the decode state's shapes, so every step function works with any N.
 
 The cache keeps, for the B variations generated in lockstep:
 - the cross-attention keys and values of the last M inputs (a sliding window), and
@@ -35,6 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from pact.errors import ConfigError
 from pact.model import PAD_ID, PerceiverAR
 from pact.sampling import SamplingConfig, sample_logits
 
@@ -76,10 +81,14 @@ def _append(window: jax.Array, new: jax.Array) -> jax.Array:
     return jnp.concatenate([window[:, 1:], new], axis=1)
 
 
-def full_pass(model: PerceiverAR, tokens: jax.Array, num_latents: int) -> DecodeState:
-    """Decode state after one full forward pass with `num_latents` latents over `tokens` [B, W]."""
+def full_pass(model: PerceiverAR, tokens: jax.Array, num_latents: int, capacity: int | None = None) -> DecodeState:
+    """Decode state after one full forward pass with `num_latents` latents over `tokens` [B, W].
+
+    `capacity` is the N of the latent caches; the default is the model's trained latents.
+    """
     config = model.config
-    context, capacity = config.max_context, config.num_latents
+    context = config.max_context
+    capacity = capacity or config.num_latents
     width = tokens.shape[1]
     inputs = tokens[:, width - (context + num_latents - 1):]  # [B, M + n - 1]
     logits, cache = model.forward(inputs, num_latents=num_latents)
@@ -103,7 +112,7 @@ def full_pass(model: PerceiverAR, tokens: jax.Array, num_latents: int) -> Decode
 def cached_step(model: PerceiverAR, state: DecodeState, token: jax.Array) -> DecodeState:
     """Append `token` [B] with one new latent; requires latent_count < N."""
     context = model.config.max_context
-    capacity = model.config.num_latents
+    capacity = _capacity(state)
     slot = state.latent_count
 
     # 1. The new input's cross-attention keys and values join the window of the last M inputs.
@@ -146,6 +155,11 @@ def cached_step(model: PerceiverAR, state: DecodeState, token: jax.Array) -> Dec
     )
 
 
+def _capacity(state: DecodeState) -> int:
+    """N, the number of latent slots of the cache (static: part of the state's shape)."""
+    return state.latent_valid.shape[1]
+
+
 def next_latent_count(count: jax.Array, capacity: int) -> jax.Array:
     """Latents of the pass that follows one with `count` latents: one more, or a refill."""
     return jnp.where(count < capacity, count + 1, refill_latents(capacity))
@@ -153,7 +167,7 @@ def next_latent_count(count: jax.Array, capacity: int) -> jax.Array:
 
 def uncached_step(model: PerceiverAR, state: DecodeState, token: jax.Array) -> DecodeState:
     """Append `token` [B] with a full forward pass over all W tokens, as many latents as the cache would use."""
-    capacity = model.config.num_latents
+    capacity = _capacity(state)
     tokens = _append(state.tokens, token[:, None])
     count = next_latent_count(state.latent_count, capacity)
     # Run all N latents (static shapes), but treat all except the last `count` as padding.
@@ -165,11 +179,11 @@ def uncached_step(model: PerceiverAR, state: DecodeState, token: jax.Array) -> D
 def decode_step(model: PerceiverAR, state: DecodeState, token: jax.Array, use_cache: bool) -> DecodeState:
     if not use_cache:
         return uncached_step(model, state, token)
-    capacity = model.config.num_latents
+    capacity = _capacity(state)
 
     def refill(state):
         tokens = _append(state.tokens, token[:, None])
-        return full_pass(model, tokens, refill_latents(capacity))
+        return full_pass(model, tokens, refill_latents(capacity), capacity)
 
     return jax.lax.cond(
         state.latent_count < capacity, lambda s: cached_step(model, s, token), refill, state
@@ -197,19 +211,26 @@ class GenerationResult:
 class Sampler:
     """Generates continuations of one prompt as B variations in lockstep.
 
-    Compiled functions depend only on B, the chunk size and the sampling config, so
-    generations of any length reuse them. `generate` runs `chunk_size` steps per jitted call
-    and reports progress between calls.
+    Compiled functions depend only on B, the chunk size, the latents and the sampling config,
+    so generations of any length reuse them. `generate` runs `chunk_size` steps per jitted
+    call and reports progress between calls. `num_latents` (default: the model's trained
+    latents, and at most that many) sets N, the latent cache capacity.
     """
 
     def __init__(self, model: PerceiverAR, sampling: SamplingConfig, *, use_cache: bool = True,
-                 chunk_size: int = 32):
+                 chunk_size: int = 32, num_latents: int | None = None):
         self.config = model.config
+        self.num_latents = self.config.num_latents if num_latents is None else num_latents
+        if not 1 <= self.num_latents <= self.config.num_latents:
+            raise ConfigError(
+                f"latents={self.num_latents} is invalid: use 1 to {self.config.num_latents}, "
+                "the latents the model was trained with"
+            )
         self.graphdef, self.params = nnx.split(model)
         self.sampling = sampling
         self.use_cache = use_cache
         self.chunk_size = chunk_size
-        self.window = self.config.max_context + self.config.num_latents - 1
+        self.window = self.config.max_context + self.num_latents - 1
         self._prime = jax.jit(self._prime_impl)
         self._chunk = jax.jit(self._chunk_impl)
         self._compiled: dict[int, tuple] = {}
@@ -219,7 +240,7 @@ class Sampler:
 
     def _prime_impl(self, params, tokens: jax.Array) -> DecodeState:
         # Priming is one full pass with N/2 latents, the smallest pass of the schedule.
-        return full_pass(self._model(params), tokens, refill_latents(self.config.num_latents))
+        return full_pass(self._model(params), tokens, refill_latents(self.num_latents), self.num_latents)
 
     def _chunk_impl(self, params, state: DecodeState, done: jax.Array, key: jax.Array, start: jax.Array):
         model = self._model(params)
