@@ -75,8 +75,8 @@ def test_generate_same_with_and_without_cache():
 
 
 def test_fewer_latents_cached_equals_full_passes():
-    # A 6-latent model sampled with 4 latents: the cache refills from 2 and every prediction
-    # equals a full pass over the last M + n - 1 tokens with the same n latents.
+    # A 6-latent model sampled with 4 latents refills its cache from 2 latents. Every
+    # prediction equals a full pass over the last M + n - 1 tokens with the same n latents.
     model = _model(head_scale=0.5)
     sampler = sampler_lib.Sampler(model, SamplingConfig(), num_latents=4)
     assert sampler.window == 16 + 4 - 1
@@ -182,6 +182,8 @@ def test_top_k_and_min_p_filters():
 
 @pytest.mark.parametrize("values, text", [
     ({"temperature": -1.0}, "temperature=-1.0"),
+    ({"temperature": float("nan")}, "temperature=nan"),
+    ({"min_p": float("nan")}, "min-p=nan"),
     ({"top_p": 0.0}, "top-p=0.0"),
     ({"top_p": 1.5}, "top-p=1.5"),
     ({"top_k": -3}, "top-k=-3"),
