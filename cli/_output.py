@@ -64,7 +64,7 @@ def progress_bar(total: int | None, label: str, unit: str = "", show_speed: bool
 
 
 def _speed_column(unit: str):
-    """A Rich progress column that shows the task's speed as "1,234 UNIT/s"."""
+    """Build a Rich progress column that shows the task's speed as "1,234 UNIT/s"."""
     from rich.progress import ProgressColumn
     from rich.text import Text
 

@@ -19,8 +19,8 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `path`; on success rename it to `path`, on any error delete it.
 
     The temporary file is not created here, so the writer creates it with the usual
-    permissions. Its name is hidden (`.NAME.XXXXXXXX.tmp`) and ends in `.tmp`, so writers that
-    pick a format from the suffix must be told the format.
+    permissions. Its name is hidden (`.NAME.XXXXXXXX.tmp`) and ends in `.tmp`, so a writer that
+    picks its format from the suffix needs the format passed explicitly.
     """
     path = Path(path)
     temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")

@@ -1,9 +1,9 @@
 """Generate pieces from a trained run and write them as files: what `pact sample` does.
 
 A request is checked completely before the model is loaded or anything is generated, so a
-typo costs no compute: first the options alone (`SampleRequest.validate`), then against the
-run's config and tokenizer, with the prime file, its length and the audio renderer
-(`prepare_samples`). Variations are generated in lockstep as one batch. Each is written as
+typo costs no compute. `SampleRequest.validate` checks the options alone. `prepare_samples`
+then checks them against the run's config and tokenizer, reads the prime and checks its
+length, and locates the audio renderer. Variations are generated in lockstep as one batch. Each is written as
 `sample_<i>.mid` (the tokenizer's native format) in the output folder, with a piano roll
 `sample_<i>.png` and, on request, audio `sample_<i>.wav`. Every file is written under a
 temporary name and then renamed, so an interrupted run leaves only complete files.
@@ -291,9 +291,9 @@ def write_outputs(plan: SamplePlan, request: SampleRequest, tokens: np.ndarray, 
     out_dir.mkdir(parents=True, exist_ok=True)
     suffix = tokenizer.file_suffixes[0]
 
-    # 1. The pieces. Notes are read back from each written MIDI file, so the summary and the
-    #    piano roll show what the file plays: a MIDI file cannot keep two notes of one pitch
-    #    that start together, so the writer drops one of them.
+    # 1. The pieces. Notes are read back from each written MIDI file, so that the summary and
+    #    the piano roll show what the file plays. A MIDI file cannot keep two notes of one
+    #    pitch that start together, so the writer drops one of them.
     outputs, items = [], []
     for index, (row, length) in enumerate(zip(tokens, lengths)):
         continuation = row[:length]

@@ -5,11 +5,11 @@ the first that exists among the usual system paths, else the `TimGM6mb.sf2` that
 ships. It raises `RenderError` with install instructions when either is missing, so a caller
 can check before spending time on generation.
 
-`Renderer.render` runs `fluidsynth -ni -F OUT -T wav -O s32 -r 44100 SOUNDFONT MIDI` (fast
-render to a file, no shell and no MIDI input; flags as in FluidSynth 2.3). FluidSynth 2.3 renders about 3 s
-of silence after the last event, so the audio is cut at the file's end plus a 0.5 s release tail.
-It is then peak-normalised to -1 dBFS, because FluidSynth's default gain leaves piano around
--30 dBFS, and written as 16-bit PCM atomically.
+`Renderer.render` runs `fluidsynth -ni -F OUT -T wav -O s32 -r 44100 SOUNDFONT MIDI`: fast
+render to a file, with no shell and no MIDI input (flags of FluidSynth 2.3). FluidSynth 2.3
+renders about 3 s of silence after the last event, so the audio is cut at the file's end plus
+a 0.5 s release tail. It is then peak-normalised to -1 dBFS, because FluidSynth's default gain
+leaves piano around -30 dBFS, and written atomically as 16-bit PCM.
 """
 
 from __future__ import annotations
@@ -107,8 +107,8 @@ class Renderer:
             raise RenderError(f"fluidsynth timed out after {timeout:.0f} s rendering {midi_path}") from None
         except OSError as error:
             raise RenderError(f"fluidsynth could not be started ({self.program}): {error}") from None
-        # FluidSynth 2.3 exits with 0 even when it skips an unreadable file, so errors are
-        # also found in its output and in a missing result.
+        # FluidSynth 2.3 exits with 0 even when it skips an unreadable file, so error lines in
+        # its output and a missing output file count as failures too.
         errors = [line for line in (finished.stdout + finished.stderr).splitlines() if "error" in line.lower()]
         if finished.returncode != 0 or not output.is_file():
             detail = "; ".join(errors) or finished.stderr.strip() or f"exit status {finished.returncode}"
