@@ -11,9 +11,9 @@ The cache keeps, for the B variations generated in lockstep:
 - the cross-attention keys and values of the last M inputs (a sliding window), and
 - the keys and values of up to N latents in every self-attention layer.
 
-Per new token the sampler embeds it, writes its keys and values over the oldest input, runs
-one new latent through the cross-attention and every layer (adding its keys and values to the
-latent caches) and reads the logits: O(M + L*N) work instead of a full forward pass.
+Per new token the sampler embeds it and writes its keys and values over the oldest input. Then
+one new latent runs through the cross-attention and every layer, adding its keys and values
+to the latent caches, and gives the logits: O(M + L*N) work instead of a full forward pass.
 
 When the latent caches are full (N entries) they are not rolled, because a rolled cache would
 make predictions depend on latents computed from other windows. Instead one full forward pass
@@ -63,7 +63,7 @@ class DecodeState:
 
     tokens         [B, W]           the last W tokens, left-padded
     input_keys     [B, H, M, K]     rotated cross-attention keys of the last M tokens: slot s
-                                    below `shift` holds the s-th input since the last full
+                                    below `shift` contains the s-th input since the last full
                                     pass, slot j from `shift` on window input j of that pass
     input_values   [B, H, M, K]     in the same slots
     latent_keys    L x [B, H, N, K] one array per layer, so that a step reads a layer without
