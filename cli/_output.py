@@ -44,8 +44,11 @@ class ProgressHandle:
 
 
 @contextlib.contextmanager
-def progress_bar(total: int | None, label: str, unit: str = ""):
-    """Yield a `ProgressHandle` for a Rich progress bar on stderr; it does nothing without a terminal."""
+def progress_bar(total: int | None, label: str, unit: str = "", show_speed: bool = False):
+    """Yield a `ProgressHandle` for a Rich progress bar on stderr; it does nothing without a terminal.
+
+    `show_speed` adds the rate in `unit` per second, measured over the updates after the first.
+    """
     if not show_progress():
         yield ProgressHandle()
         return
@@ -54,8 +57,25 @@ def progress_bar(total: int | None, label: str, unit: str = ""):
     columns = [TextColumn(label), BarColumn(), MofNCompleteColumn()]
     if unit:
         columns.append(TextColumn(unit))
+    if show_speed:
+        columns.append(_speed_column(unit or "items"))
     with Progress(*columns, TimeRemainingColumn(), console=stderr) as progress:
         yield ProgressHandle(progress, progress.add_task(label, total=total))
+
+
+def _speed_column(unit: str):
+    """Build a Rich progress column that shows the task's speed as "1,234 UNIT/s"."""
+    from rich.progress import ProgressColumn
+    from rich.text import Text
+
+    class SpeedColumn(ProgressColumn):
+        def render(self, task) -> Text:
+            speed = task.finished_speed or task.speed
+            if speed is None:
+                return Text(f"- {unit}/s", style="progress.data.speed")
+            return Text(f"{speed:,.0f} {unit}/s", style="progress.data.speed")
+
+    return SpeedColumn()
 
 
 def debug_enabled() -> bool:

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from pact.cli import _output
 
@@ -17,6 +18,8 @@ Examples:
   pact sample runs/maestro --prime song.mid --prime-seconds 20 --seconds 30 --num-samples 4
 
   pact sample runs/maestro --out greedy --temperature 0 --events 500
+
+  pact sample runs/maestro --render --soundfont /usr/share/sounds/sf2/FluidR3_GM.sf2
 """
 
 
@@ -48,6 +51,16 @@ def sample(
         "--no-cache", help="Run a full forward pass per event instead of the key/value cache "
                            "(same output, much slower; for checking).")] = False,
     step: Annotated[int | None, typer.Option(help="Checkpoint step; default: the newest.")] = None,
+    latents: Annotated[int | None, typer.Option(
+        "--latents", help="Latents to sample with, from 1 to the number the model was trained with "
+                          "(the default): fewer are faster and may sound worse.")] = None,
+    piano_roll: Annotated[bool, typer.Option(
+        "--piano-roll/--no-piano-roll", help="Write a piano-roll PNG beside each MIDI file.")] = True,
+    render: Annotated[bool, typer.Option(
+        "--render", help="Also write a WAV file per sample, rendered with the fluidsynth program.")] = False,
+    soundfont: Annotated[Path | None, typer.Option(
+        help="General MIDI .sf2 soundfont for --render. Default: the first found of the usual system "
+             "soundfonts, else the TimGM6mb.sf2 that pretty_midi ships.")] = None,
 ) -> None:
     """Generate pieces from a trained run: new ones, or continuations of --prime."""
     from pact.generate import SampleRequest, generate_samples
@@ -60,34 +73,49 @@ def sample(
         prime_seconds=prime_seconds, include_prime=include_prime, seed=seed,
         sampling=SamplingConfig(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
                                 allow_eos=allow_end),
-        use_cache=not no_cache,
+        use_cache=not no_cache, num_latents=latents, piano_roll=piano_roll, render=render,
+        soundfont=soundfont,
     )
     request.validate()
 
-    with _output.progress_bar(None, "sample", unit="events per variation") as bar:
-        run = generate_samples(run_dir, out, request, step=step, on_progress=bar.update)
+    def print_notice(notice: str) -> None:
+        _output.stderr.print(f"[yellow]Notice:[/yellow] {escape(notice)}", soft_wrap=True)
 
-    for notice in run.notices:
-        _output.stderr.print(f"[yellow]Notice:[/yellow] {notice}")
+    # The bar counts events over all variations, so its speed is the total events per second.
+    with _output.progress_bar(None, "sampling", unit="events", show_speed=True) as bar:
+        run = generate_samples(
+            run_dir, out, request, step=step, on_notice=print_notice,
+            on_progress=lambda done, total: bar.update(done * num_samples, total * num_samples),
+        )
     _print_summary(run)
 
 
 def _print_summary(run) -> None:
+    from rich import box
     from rich.table import Table
 
     folder = run.outputs[0].path.parent if run.outputs else ""
-    table = Table(title=f"{len(run.outputs)} sample(s) from step {run.step}, "
-                        f"{run.tokens_per_second:,.0f} events/s")
-    table.add_column("file")
-    table.add_column("prime events", justify="right")
-    table.add_column("new events", justify="right")
+    table = Table(title=f"{len(run.outputs)} sample(s) from step {run.step}", box=box.SIMPLE_HEAD)
+    table.add_column("file", no_wrap=True)
     table.add_column("seconds", justify="right")
     table.add_column("notes", justify="right")
+    table.add_column("events (prime + new)", justify="right")
+    table.add_column("piano roll", no_wrap=True)
+    table.add_column("audio", no_wrap=True)
     for output in run.outputs:
         table.add_row(
-            output.path.name, str(output.prime_events), str(output.events),
+            output.path.name,
             "-" if output.seconds is None else f"{output.seconds:.1f}",
             "-" if output.notes is None else str(output.notes),
+            f"{output.prime_events} + {output.events}",
+            "-" if output.piano_roll is None else output.piano_roll.name,
+            "-" if output.audio is None else output.audio.name,
         )
     _output.stdout.print(table)
     _output.stdout.print(f"Written to {folder}", soft_wrap=True)
+    _output.stdout.print(
+        f"Compiled in {run.compile_seconds:.1f} s. First event {run.first_event_seconds:.2f} s after "
+        f"priming started. {run.tokens_per_second:,.0f} events/s over {len(run.outputs)} variation(s) "
+        f"with {run.num_latents} latents ({run.seconds:.1f} s of decoding).",
+        soft_wrap=True,
+    )

@@ -22,11 +22,11 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from pact.atomic_files import atomic_output
 from pact.encodings import smf
 from pact.encodings.sustain import apply_sustain
 from pact.errors import MidiReadError
@@ -463,11 +463,5 @@ def _variable_length(value: int) -> bytes:
 
 def _write_atomically(path: Path, data: bytes) -> None:
     """Write to a temporary file beside `path`, then rename, so a crash never leaves half a file."""
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as file:
-            file.write(data)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    with atomic_output(path) as temporary:
+        temporary.write_bytes(data)

@@ -62,3 +62,7 @@ class DatasetError(PactError):
 
 class CheckpointError(PactError):
     """A run directory or checkpoint that is missing, damaged or does not match the model."""
+
+
+class RenderError(PactError):
+    """Audio rendering that cannot start or failed: a missing program or soundfont, or a failed run."""

@@ -8,6 +8,7 @@ end-of-sequence id only when `allow_eos` is set.
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import jax
 import jax.numpy as jnp
@@ -33,9 +34,9 @@ class SamplingConfig:
     """Whether the model may end the sequence; off, generation runs to the requested length."""
 
     def __post_init__(self):
-        if self.temperature < 0:
+        if not (math.isfinite(self.temperature) and self.temperature >= 0):
             raise ConfigError(
-                f"temperature={self.temperature} is invalid: use a value above 0, or 0 for greedy decoding"
+                f"temperature={self.temperature} is invalid: use a finite value above 0, or 0 for greedy decoding"
             )
         if self.top_k < 0:
             raise ConfigError(f"top-k={self.top_k} is invalid: use 0 (off) or a positive count of tokens")

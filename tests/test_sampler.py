@@ -74,6 +74,45 @@ def test_generate_same_with_and_without_cache():
     assert len({tuple(row) for row in a.tokens}) == 3
 
 
+def test_fewer_latents_cached_equals_full_passes():
+    # A 6-latent model sampled with 4 latents refills its cache from 2 latents. Every
+    # prediction equals a full pass over the last M + n - 1 tokens with the same n latents.
+    model = _model(head_scale=0.5)
+    sampler = sampler_lib.Sampler(model, SamplingConfig(), num_latents=4)
+    assert sampler.window == 16 + 4 - 1
+    prompt = np.array([sampler_lib.EOS_ID, 7, 3, 12])
+    state = jax.jit(sampler._prime_impl)(sampler.params, sampler.prime_tokens(prompt, 2))
+    step = jax.jit(lambda state, token: sampler_lib.decode_step(model, state, token, True))
+    full = jax.jit(lambda window, count: model(window, num_latents=count)[:, -1], static_argnums=1)
+
+    rng = np.random.default_rng(2)
+    counts = []
+    for index in range(10):
+        count = int(state.latent_count)
+        counts.append(count)
+        expected = full(state.tokens[:, -(16 + count - 1):], count)
+        np.testing.assert_allclose(np.asarray(state.logits), np.asarray(expected), atol=1e-4, rtol=1e-5,
+                                   err_msg=f"step {index}, {count} latents")
+        state = step(state, jnp.asarray(rng.integers(2, VOCAB, size=2), jnp.int32))
+    assert counts[:6] == [2, 3, 4, 2, 3, 4]
+
+
+def test_fewer_latents_same_with_and_without_cache():
+    model = _model(head_scale=0.2, allow_eos=False)
+    prompt = np.array([sampler_lib.EOS_ID, 5, 9])
+    cached = sampler_lib.Sampler(model, SamplingConfig(), chunk_size=8, num_latents=3)
+    uncached = sampler_lib.Sampler(model, SamplingConfig(), use_cache=False, chunk_size=8, num_latents=3)
+    a = cached.generate(prompt, num_tokens=24, num_variations=2, seed=5)
+    b = uncached.generate(prompt, num_tokens=24, num_variations=2, seed=5)
+    np.testing.assert_array_equal(a.tokens, b.tokens)
+
+
+@pytest.mark.parametrize("latents", [0, 7])
+def test_sampler_latents_outside_range_rejected(latents):
+    with pytest.raises(ConfigError, match=f"latents={latents} is invalid: use 1 to 6"):
+        sampler_lib.Sampler(_model(), SamplingConfig(), num_latents=latents)
+
+
 def test_generate_same_seed_same_tokens():
     model = _model(head_scale=0.2, allow_eos=False)
     sampler = sampler_lib.Sampler(model, SamplingConfig(), chunk_size=8)
@@ -143,6 +182,8 @@ def test_top_k_and_min_p_filters():
 
 @pytest.mark.parametrize("values, text", [
     ({"temperature": -1.0}, "temperature=-1.0"),
+    ({"temperature": float("nan")}, "temperature=nan"),
+    ({"min_p": float("nan")}, "min-p=nan"),
     ({"top_p": 0.0}, "top-p=0.0"),
     ({"top_p": 1.5}, "top-p=1.5"),
     ({"top_k": -3}, "top-k=-3"),
