@@ -50,3 +50,7 @@ class DatasetError(PactError):
 
 class CheckpointError(PactError):
     """A run directory or checkpoint that is missing, damaged or does not match the model."""
+
+
+class DistributedError(PactError):
+    """A multi-process run that cannot start, or that lost one of its processes."""

@@ -25,6 +25,7 @@ from flax import nnx
 
 from pact.data import PAD_ID, with_start
 from pact.errors import ConfigError
+from pact.sharding import StepShardings, check_batch_size, global_batch, process_rows
 
 FIRST_BUCKET = 512
 
@@ -88,9 +89,14 @@ def _stack(windows: list[Window], batch_size: int) -> dict[str, np.ndarray]:
     }
 
 
-def make_score_step(model, num_latents: int) -> Callable:
-    """Jitted (params, inputs [B, M], targets [B, N]) -> (nll [B, N], correct [B, N]); 0 where padding."""
+def make_score_step(model, num_latents: int, shardings: StepShardings | None = None) -> Callable:
+    """Jitted (params, inputs [B, M], targets [B, N]) -> (nll [B, N], correct [B, N]); 0 where padding.
+
+    `params` is the model's state as a pure dict. With `shardings`, inputs and targets are
+    split by rows over the mesh and the outputs are replicated, so every process reads all rows.
+    """
     graphdef, _ = nnx.split(model)
+    shardings = shardings or StepShardings.single_device()
 
     def score(params, inputs, targets):
         logits = nnx.merge(graphdef, params)(inputs, num_latents=num_latents)
@@ -101,7 +107,11 @@ def make_score_step(model, num_latents: int) -> Callable:
         correct = jnp.where(mask, jnp.argmax(logits, axis=-1) == targets, False)
         return nll, correct
 
-    return jax.jit(score)
+    return jax.jit(
+        score,
+        in_shardings=(shardings.params, shardings.batch, shardings.batch),
+        out_shardings=(shardings.replicated, shardings.replicated),
+    )
 
 
 @dataclasses.dataclass
@@ -124,8 +134,13 @@ class EvalResult:
 
 def evaluate_source(model, source, *, split: str, num_latents: int | None = None,
                     block_size: int | None = None, batch_size: int = 8,
-                    on_batch: Callable[[int], None] | None = None) -> EvalResult:
-    """Score every target of every document in `source` (see the module docstring)."""
+                    on_batch: Callable[[int], None] | None = None, mesh=None) -> EvalResult:
+    """Score every target of every document in `source` (see the module docstring).
+
+    With `mesh` (a `jax.sharding.Mesh` holding the model's parameters, as `load_model` lays
+    them out), each batch is split by rows over its devices. In a multi-process run every
+    process calls this with the same arguments and returns the same result.
+    """
     config = model.config
     context = config.max_context
     num_latents = num_latents or config.num_latents
@@ -137,8 +152,15 @@ def evaluate_source(model, source, *, split: str, num_latents: int | None = None
             f"--block-size={block_size} is invalid: use 1 to the number of latents ({num_latents})"
         )
 
-    score = make_score_step(model, num_latents)
-    params = nnx.split(model)[1]
+    params = nnx.to_pure_dict(nnx.state(model))
+    if mesh is None:
+        shardings = StepShardings.single_device()
+    else:
+        check_batch_size(mesh, batch_size, name="--batch-size")
+        shardings = StepShardings.for_trees(mesh, params)
+    score = make_score_step(model, num_latents, shardings)
+    # Every process builds every window (for the positions) and places only its own rows.
+    rows = process_rows(shardings.batch, batch_size)
     max_position = max((len(source[i]["tokens"]) for i in range(len(source))), default=0)
     edges = bucket_edges(max_position)
     bucket_nll = np.zeros(len(edges) - 1)
@@ -146,7 +168,10 @@ def evaluate_source(model, source, *, split: str, num_latents: int | None = None
     total_nll, total_correct, total_count = 0.0, 0, 0
 
     for batch in _batches(source, context, block_size, batch_size):
-        nll, correct = score(params, batch["inputs"], batch["targets"][:, -num_latents:])
+        inputs = global_batch({"inputs": batch["inputs"][rows]}, shardings.batch, batch_size)["inputs"]
+        targets = batch["targets"][rows, -num_latents:]
+        targets = global_batch({"targets": targets}, shardings.batch, batch_size)["targets"]
+        nll, correct = score(params, inputs, targets)
         nll, correct = np.asarray(nll, np.float64), np.asarray(correct)
         positions = batch["positions"][:, -num_latents:]
         scored = positions >= 0
