@@ -25,7 +25,7 @@ from flax import nnx
 
 from pact.data import PAD_ID, with_start
 from pact.errors import ConfigError
-from pact.sharding import StepShardings, check_batch_size, global_batch, process_rows
+from pact.sharding import StepShardings, check_batch_size, gather_parameters, global_batch, process_rows
 
 FIRST_BUCKET = 512
 
@@ -99,7 +99,7 @@ def make_score_step(model, num_latents: int, shardings: StepShardings | None = N
     shardings = shardings or StepShardings.single_device()
 
     def score(params, inputs, targets):
-        logits = nnx.merge(graphdef, params)(inputs, num_latents=num_latents)
+        logits = nnx.merge(graphdef, gather_parameters(params, shardings))(inputs, num_latents=num_latents)
         mask = targets != PAD_ID
         log_normaliser = jax.nn.logsumexp(logits, axis=-1)
         target_logits = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]

@@ -14,9 +14,14 @@ dimension does or the fsdp size is 1. The rule reads only shapes, so the model c
 sharding annotations and any pytree of arrays (parameters, Adam moments) gets a consistent
 layout.
 
+Inside a step the parameters are all-gathered before the forward pass (`gather_parameters`),
+and each micro-batch's gradients are constrained back to the fsdp layout, so parameters,
+gradient sums and optimizer state stay split between steps. On CPU, XLA compiles that
+constraint into an all-reduce followed by each device's slice, not a reduce-scatter.
+
 One device is the same code with a 1x1 mesh. The axes use `AxisType.Auto`: the jitted steps
-fix the shardings of their inputs and outputs, and XLA's partitioner inserts the all-gathers,
-reduce-scatters and all-reduces in between.
+fix the shardings of their inputs and outputs, and XLA's partitioner inserts the collectives
+in between.
 """
 
 from __future__ import annotations
@@ -161,6 +166,17 @@ class StepShardings:
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec(BATCH_AXES))
+
+
+def gather_parameters(params: Any, shardings: StepShardings) -> Any:
+    """All-gather FSDP-split parameters inside a jitted step, before the model uses them.
+
+    Every layer then computes data parallel on the rows its device holds. Left to itself,
+    XLA's partitioner may instead split activations along the parameters' split dimension,
+    which conflicts with the batch split and makes it replicate whole tensors. The cost is one
+    full parameter copy per device while a step runs.
+    """
+    return jax.lax.with_sharding_constraint(params, shardings.replicated)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -34,7 +34,9 @@ from pact.config import Config, TrainConfig
 from pact.errors import ConfigError, DistributedError
 from pact.model import PAD_ID, PerceiverAR, count_parameters
 from pact.run import RunDir
-from pact.sharding import BATCH_AXES, DATA_AXIS, FSDP_AXIS, StepShardings, with_shardings
+from pact.sharding import (
+    BATCH_AXES, DATA_AXIS, FSDP_AXIS, StepShardings, gather_parameters, with_shardings,
+)
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +134,7 @@ def make_train_step(graphdef, optimizer: optax.GradientTransformation, config: C
     base_key = jax.random.key(config.train.seed)
 
     def micro_sums(params, inputs, targets, key):
-        model = nnx.merge(graphdef, params)
+        model = nnx.merge(graphdef, gather_parameters(params, shardings))
         logits = model(inputs, num_latents=num_latents, dropout_key=key)
         return loss_sums(logits, targets[:, -num_latents:], z_loss)
 
@@ -151,6 +153,8 @@ def make_train_step(graphdef, optimizer: optax.GradientTransformation, config: C
             grad_total, sums_total = carry
             index, micro_inputs, micro_targets = micro
             grads, sums = grad_fn(params, micro_inputs, micro_targets, jax.random.fold_in(step_key, index))
+            # With FSDP each device keeps only its slice of the gradient sums.
+            grads = jax.lax.with_sharding_constraint(grads, shardings.params)
             return (
                 jax.tree.map(jnp.add, grad_total, grads),
                 jax.tree.map(jnp.add, sums_total, sums),
@@ -161,8 +165,6 @@ def make_train_step(graphdef, optimizer: optax.GradientTransformation, config: C
         (grads, sums), _ = jax.lax.scan(
             accumulate, (zero_grads, zero_sums), (jnp.arange(accum), inputs, targets)
         )
-        # With FSDP each device keeps only its slice of the summed gradients (a reduce-scatter).
-        grads = jax.lax.with_sharding_constraint(grads, shardings.params)
 
         # Mean reduction divides by the number of valid targets in the whole batch.
         count = jnp.maximum(sums["count"], 1.0)
@@ -195,7 +197,7 @@ def make_eval_step(graphdef, config: Config, num_latents: int | None = None,
     z_loss = config.train.z_loss
 
     def eval_step(params, batch):
-        model = nnx.merge(graphdef, params)
+        model = nnx.merge(graphdef, gather_parameters(params, shardings))
         logits = model(batch["inputs"], num_latents=num_latents)
         return loss_sums(logits, batch["targets"][:, -num_latents:], z_loss)
 
