@@ -251,12 +251,16 @@ def test_two_processes_match_one_process(two_process_run, reference_run):
     _assert_same_training(run_dir, reference_run)
 
 
-def test_lost_peer_ends_the_other_process(two_process_run):
+def test_lost_peer_ends_other_process(two_process_run):
     _, returncode, stderr, seconds = two_process_run
-    assert returncode != 0
-    # The collective fails first (pact's message) or the coordinator reports the missed
-    # heartbeats and JAX ends the process (its message).
-    assert "lost contact with the other processes" in stderr or "another task died" in stderr, stderr[-3000:]
+    # Usually the next collective fails at once and pact exits with its message. If Gloo does
+    # not notice the closed connection, the coordinator reports the missed heartbeats and JAX
+    # aborts the process with its own message.
+    if "lost contact with the other processes" in stderr:
+        assert returncode == 1, stderr[-3000:]
+    else:
+        assert "another task died" in stderr, stderr[-3000:]
+        assert returncode != 0
     assert seconds < HEARTBEAT_SECONDS + 60
 
 
