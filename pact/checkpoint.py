@@ -11,8 +11,8 @@ saving never leaves a step that looks finished. A step that fails to restore (a 
 damaged file) is reported and the previous step is used instead.
 
 Arrays are restored into the shardings of the target tree that the caller passes (see
-`pact.sharding.with_shardings`), not the ones they were saved with, so a checkpoint written on
-one mesh restores onto any other: 8 devices with FSDP onto 1, or the reverse. In a
+`pact.sharding.with_shardings`), not the ones they were saved with. A checkpoint written on
+one mesh therefore restores onto any other, for example from 8 devices with FSDP onto 1. In a
 multi-process run every process calls `save` and `restore_latest`: each writes and reads the
 shards its devices hold, process 0 writes the metadata and the progress JSON, and Orbax
 synchronises them. The checkpoint folder must then be on a file system that every process

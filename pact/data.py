@@ -129,7 +129,7 @@ def batch_iterator(dataset: grain.MapDataset, start_step: int, worker_count: int
 def validation_batches(source, *, context: int, num_latents: int, batch_size: int,
                        num_batches: int, seed: int = 1234,
                        rows: Sequence[int] | None = None) -> list[dict[str, np.ndarray]]:
-    """A fixed list of crop batches (`rows` of each), the same for every evaluation in a run."""
+    """Build a fixed list of crop batches (`rows` of each), the same for every evaluation in a run."""
     if len(source) == 0:
         raise DatasetError("the validation split is empty")
     dataset = training_dataset(

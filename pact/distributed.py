@@ -32,7 +32,7 @@ _LOOPBACK_HOSTS = ("localhost", "::1", "[::1]")
 
 @dataclasses.dataclass(frozen=True)
 class DistributedOptions:
-    """How this process joins a multi-process run; all unset means a single process."""
+    """Settings for joining a multi-process run. With none set, the run is a single process."""
 
     coordinator_address: str | None = None
     """HOST:PORT of process 0, where the coordinator service listens."""
@@ -132,7 +132,7 @@ def initialize(options: DistributedOptions) -> None:
         )
     except (RuntimeError, ValueError) as error:
         # JAX raises RuntimeError (JaxRuntimeError for a timeout) or ValueError (values it
-        # could neither read nor detect); the message says which.
+        # could neither read nor detect). The message names the cause.
         raise DistributedError(
             f"could not join the multi-process run at {where} as process "
             f"{_or_detected(options.process_id)} of {_or_detected(options.num_processes)}: {error}. "
@@ -156,7 +156,7 @@ def process_index() -> int:
 
 
 def is_primary() -> bool:
-    """Whether this process writes the run's files, logs and progress: process 0."""
+    """Return whether this is process 0, the one that writes the run's files, logs and progress."""
     return process_index() == 0
 
 

@@ -2,10 +2,9 @@
 
 The mesh has two named axes:
 
-    data   data parallelism: each position along it gets its own rows of every batch
-    fsdp   fully sharded data parallelism: each position also gets its own rows, and
-           parameters and optimizer state are split across it (each device keeps 1/fsdp of
-           them and gathers the rest inside the step)
+    data   data parallelism: each position along it gets its own rows of every batch.
+    fsdp   fully sharded data parallelism: each position also gets its own rows. Parameters
+           and optimizer state are split across it, so each device stores 1/fsdp of them.
 
 A batch [B, ...] is split along B over both axes together, so every device of a
 `data x fsdp` mesh scores B / (data * fsdp) rows. A parameter or optimizer-state array is
@@ -69,7 +68,7 @@ def mesh_shape(mesh_data: int, mesh_fsdp: int, device_count: int) -> tuple[int, 
 
 
 def make_mesh(mesh_data: int = 0, mesh_fsdp: int = 1, devices: Sequence[jax.Device] | None = None) -> Mesh:
-    """A `data x fsdp` mesh over `devices` (default: every device of every process)."""
+    """Build a `data x fsdp` mesh over `devices` (default: every device of every process)."""
     devices = list(jax.devices() if devices is None else devices)
     shape = mesh_shape(mesh_data, mesh_fsdp, len(devices))
     return jax.make_mesh(shape, BATCH_AXES, axis_types=(AxisType.Auto, AxisType.Auto), devices=devices)
@@ -196,7 +195,7 @@ def process_rows(sharding: NamedSharding, batch_size: int) -> np.ndarray:
 
 
 def global_batch(local: dict[str, np.ndarray], sharding: NamedSharding, batch_size: int) -> dict[str, jax.Array]:
-    """One global `jax.Array` [B, ...] per key from this process's rows (from `process_rows`)."""
+    """Assemble one global `jax.Array` [B, ...] per key from this process's rows (`process_rows`)."""
     return {
         name: jax.make_array_from_process_local_data(sharding, value, (batch_size, *value.shape[1:]))
         for name, value in local.items()

@@ -106,11 +106,11 @@ def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
 
 
 def micro_batches(x: jax.Array, accum: int) -> jax.Array:
-    """Split a batch [B, ...] into [A, B / A, ...]: micro-batch k holds rows k, k + A, k + 2A, ...
+    """Split a batch [B, ...] into [A, B / A, ...]: micro-batch k is rows k, k + A, k + 2A, ...
 
-    A mesh holds a batch in contiguous blocks of B / D rows per device, and A divides B / D,
-    so each device holds B / (A * D) rows of every micro-batch: the split moves no data, and
-    which rows form a micro-batch does not depend on the device count.
+    A mesh stores a batch in contiguous blocks of B / D rows per device, and A divides B / D,
+    so each device already has its B / (A * D) rows of every micro-batch. The split therefore
+    moves no data, and which rows form a micro-batch does not depend on the device count.
     """
     return x.reshape(x.shape[0] // accum, accum, *x.shape[1:]).swapaxes(0, 1)
 
@@ -330,8 +330,8 @@ def train_and_evaluate(config: Config, run_dir: str | Path, *, progress: bool = 
 
     The mesh spans `devices` (default: every device of every process), shaped by
     `train.mesh_data` and `train.mesh_fsdp`. In a multi-process run every process calls this
-    with the same arguments; process 0 alone writes the config, metrics, TensorBoard events and
-    progress, and all of them write their shards of each checkpoint.
+    with the same arguments. Process 0 alone writes the config, metrics, TensorBoard events and
+    progress, and every process writes its shards of each checkpoint.
     """
     from pact.data import batch_iterator, training_dataset, validation_batches
     from pact.sharding import check_batch_size, global_batch, make_mesh, process_rows
@@ -480,8 +480,8 @@ def _initial_state(config: Config, optimizer: optax.GradientTransformation, mesh
     """Restore the newest checkpoint into the mesh's layout, or initialise a new model on it.
 
     Returns (graphdef, params, opt_state, shardings, start_step, tokens_seen). Parameters are
-    created inside a jitted function with sharded outputs, so no device ever holds them whole,
-    and a checkpoint written on any other mesh restores straight into this one's layout.
+    created inside a jitted function with sharded outputs, so they are never gathered on one
+    device. A checkpoint written on any other mesh restores straight into this one's layout.
     """
 
     def create_model():
@@ -608,7 +608,7 @@ class _MetricsWriter:
 
 
 class _NoMetricsWriter:
-    """What processes other than process 0 get in place of `_MetricsWriter`."""
+    """A `_MetricsWriter` stand-in that drops every row, for processes other than process 0."""
 
     def __call__(self, row: dict[str, Any]) -> None:
         pass
