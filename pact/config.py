@@ -138,8 +138,8 @@ class TrainConfig:
     eval_batches: int = 8
     """Batches of fixed validation crops in each validation loss."""
     log_every: int = 10
-    """Steps between logged training losses; in a multi-process run, also between the checks
-    that stop every process together after Ctrl-C or SIGTERM."""
+    """Steps between logged training losses. In a multi-process run, also the steps between the
+    checks that stop every process together after Ctrl-C."""
     mesh_data: int = 0
     """Devices on the data-parallel mesh axis; 0 uses every device that mesh_fsdp leaves."""
     mesh_fsdp: int = 1

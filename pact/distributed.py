@@ -183,3 +183,15 @@ def any_process(flag: bool) -> bool:
     from jax.experimental import multihost_utils
 
     return bool(np.any(multihost_utils.process_allgather(np.array(flag))))
+
+
+def preemption_sync_point(step: int) -> bool:
+    """Whether every process should stop before `step` because one of them received SIGTERM.
+
+    JAX's preemption handler catches SIGTERM in any process, and the coordinator picks a step
+    that all processes reach. It returns True on every process at that same step. Every
+    process must call this before each step, with increasing step numbers.
+    """
+    from jax.experimental import multihost_utils
+
+    return multihost_utils.reached_preemption_sync_point(step)

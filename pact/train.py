@@ -266,8 +266,9 @@ class _StopRequest:
     midway would leave nothing consistent to save. A second Ctrl-C interrupts at once.
 
     In a multi-process run every process must stop after the same step, because each step and
-    checkpoint is a collective. The processes therefore compare their flags every
-    `check_every` steps, and all stop there if any of them was signalled.
+    checkpoint is a collective. SIGTERM, the usual preemption notice, is then left to JAX's
+    preemption handler, and `distributed.preemption_sync_point` makes every process stop at the
+    same step. Ctrl-C flags are compared across processes every `check_every` steps.
     """
 
     def __init__(self, process_count: int = 1, check_every: int = 1):
@@ -291,6 +292,9 @@ class _StopRequest:
         """Whether to stop before `step`; every process must call this before every step."""
         if self.process_count == 1:
             return self.requested
+        if distributed.preemption_sync_point(step):
+            self.signal_name = self.signal_name or "SIGTERM"
+            return True
         return step % self.check_every == 0 and distributed.any_process(self.requested)
 
     @contextlib.contextmanager
@@ -300,7 +304,8 @@ class _StopRequest:
         if threading.current_thread() is not threading.main_thread():
             yield self
             return
-        previous = {sig: signal.signal(sig, self._handle) for sig in (signal.SIGINT, signal.SIGTERM)}
+        signals = (signal.SIGINT, signal.SIGTERM) if self.process_count == 1 else (signal.SIGINT,)
+        previous = {sig: signal.signal(sig, self._handle) for sig in signals}
         try:
             yield self
         finally:
@@ -333,17 +338,20 @@ def train_and_evaluate(config: Config, run_dir: str | Path, *, progress: bool = 
     with the same arguments. Process 0 alone writes the config, metrics, TensorBoard events and
     progress, and every process writes its shards of each checkpoint.
     """
-    from pact.data import batch_iterator, training_dataset, validation_batches
-    from pact.sharding import check_batch_size, global_batch, make_mesh, process_rows
+    with _peer_failures_raised():
+        return _train_and_evaluate(config, RunDir(run_dir), progress, devices)
 
-    run = RunDir(run_dir)
+
+def _train_and_evaluate(config: Config, run: RunDir, progress: bool,
+                        devices: list[jax.Device] | None) -> TrainSummary:
+    from pact.data import batch_iterator, training_dataset, validation_batches
+    from pact.sharding import global_batch, process_rows
+
     primary = distributed.is_primary()
 
     # 1. Configuration, dataset, tokenizer and mesh. A resumed run uses its saved config.
-    config, dataset = _open_run(config, run, primary)
-    mesh = make_mesh(config.train.mesh_data, config.train.mesh_fsdp, devices)
+    config, dataset, mesh = _open_run(config, run, primary, devices)
     batch_size = config.data.batch_size
-    check_batch_size(mesh, batch_size, config.train.grad_accum_steps)
     log.info("mesh %dx%d (data x fsdp) over %d devices in %d processes: %d sequences per device "
              "per step in %d micro-batches", mesh.shape[DATA_AXIS], mesh.shape[FSDP_AXIS], mesh.size,
              distributed.process_count(), batch_size // mesh.size, config.train.grad_accum_steps)
@@ -385,12 +393,14 @@ def train_and_evaluate(config: Config, run_dir: str | Path, *, progress: bool = 
     stopped = False
     if start_step >= config.train.steps:
         log.info("run %s already reached step %d of %d", run.path, start_step, config.train.steps)
-    with _peer_failures_raised(), stop.installed(), \
-            _ProgressBar(progress and primary, start_step, config.train.steps) as bar:
+    with stop.installed(), _ProgressBar(progress and primary, start_step, config.train.steps) as bar:
         batches = batch_iterator(train_data, start_step, config.data.worker_count)
         throughput = _Throughput(tokens_seen)
         last_saved = start_step
-        while step < config.train.steps and not (stopped := stop.agreed(step)):
+        while step < config.train.steps:
+            if stop.agreed(step):
+                stopped = True
+                break
             batch = global_batch(next(batches), shardings.batch, batch_size)
             params, opt_state, metrics = train_step(params, opt_state, batch, step)
             throughput.add(metrics["targets"])
@@ -440,16 +450,20 @@ def train_and_evaluate(config: Config, run_dir: str | Path, *, progress: bool = 
     summary.interrupted = stopped
     summary.seconds = time.perf_counter() - started
     if stopped:
-        reason = stop.signal_name or "a signal to another process"
+        reason = stop.signal_name or "Ctrl-C in another process"
         log.warning("stopped by %s at step %d; run `pact train %s` to resume", reason, step, run.path)
     return summary
 
 
-def _open_run(config: Config, run: RunDir, primary: bool):
-    """Resolve the config of a new or resumed run and open its dataset; process 0 writes the
-    run's config and tokenizer spec. Returns (config, dataset)."""
+def _open_run(config: Config, run: RunDir, primary: bool, devices: list[jax.Device] | None):
+    """Resolve the config of a new or resumed run, open its dataset and build its mesh.
+
+    Process 0 then writes the config and tokenizer spec of a new run, once every check has
+    passed. Returns (config, dataset, mesh).
+    """
     from pact.datasets import open_dataset
     from pact.encodings import tokenizer_from_spec
+    from pact.sharding import check_batch_size, make_mesh
 
     # Every process decides whether to resume before process 0 writes the run's files.
     resuming = run.exists()
@@ -466,6 +480,8 @@ def _open_run(config: Config, run: RunDir, primary: bool):
             f"{tokenizer.name!r} has {tokenizer.vocab_size} ids; leave model.vocab_size unset"
         )
     config = dataclasses.replace(config, model=dataclasses.replace(config.model, vocab_size=tokenizer.vocab_size))
+    mesh = make_mesh(config.train.mesh_data, config.train.mesh_fsdp, devices)
+    check_batch_size(mesh, config.data.batch_size, config.train.grad_accum_steps)
     if resuming:
         tokenizer.check_compatible(run.read_tokenizer_spec(), f"run {run.path}")
     elif primary:
@@ -473,7 +489,7 @@ def _open_run(config: Config, run: RunDir, primary: bool):
         run.write_json(run.config_path, config.to_dict())
     log.info("run %s: config %s, dataset %s (tokenizer %s, %d ids)",
              run.path, config.name, config.data.dataset, tokenizer.name, tokenizer.vocab_size)
-    return config, dataset
+    return config, dataset, mesh
 
 
 def _initial_state(config: Config, optimizer: optax.GradientTransformation, mesh, checkpointer: Checkpointer):
@@ -520,7 +536,8 @@ def _peer_failures_raised():
     """In a multi-process run, turn a failed collective into a `DistributedError`.
 
     A collective fails this way when a peer process died or its connection broke. JAX may
-    instead end this process itself once the peer misses its heartbeats.
+    instead end this process itself once the peer misses its heartbeats. The error keeps
+    XLA's message, which names any other cause.
     """
     if distributed.process_count() == 1:
         yield
@@ -529,9 +546,10 @@ def _peer_failures_raised():
         yield
     except jax.errors.JaxRuntimeError as error:
         raise DistributedError(
-            f"process {distributed.process_index()} of {distributed.process_count()} lost contact "
-            f"with the other processes ({error}); restart every process with the same command to "
-            "resume from the newest checkpoint"
+            f"process {distributed.process_index()} of {distributed.process_count()}: a collective "
+            f"operation with the other processes failed ({error}). Usually another process died or "
+            "lost its network connection: restart every process with the same command to resume "
+            "from the newest checkpoint"
         ) from error
 
 
