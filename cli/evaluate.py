@@ -28,8 +28,10 @@ def benchmark(
     step: Annotated[int | None, typer.Option(min=0, help="Checkpoint step; default: the newest.")] = None,
     json_out: Annotated[Path | None, typer.Option(
         "--json", help="Also write the metrics as JSON to this file ('-' for stdout only).")] = None,
+    mesh_data: Annotated[int, typer.Option(
+        min=0, help="Devices on the data axis of the mesh; 0 uses every device that --mesh-fsdp leaves.")] = 0,
     mesh_fsdp: Annotated[int, typer.Option(
-        min=1, help="Devices that split the parameters (FSDP); every device splits the batch.")] = 1,
+        min=1, help="Devices that split the parameters (FSDP). Every device of the mesh splits the batch.")] = 1,
     coordinator_address: _distributed.CoordinatorAddress = None,
     num_processes: _distributed.NumProcesses = None,
     process_id: _distributed.ProcessId = None,
@@ -46,8 +48,7 @@ def benchmark(
     from pact.run import load_model
     from pact.sharding import make_mesh
 
-    # Every device of every process splits each batch of windows.
-    mesh = make_mesh(0, mesh_fsdp)
+    mesh = make_mesh(mesh_data, mesh_fsdp, names=("--mesh-data", "--mesh-fsdp"))
     loaded = load_model(run_dir, step=step, mesh=mesh)
     dataset_path = data or Path(loaded.config.data.dataset)
     dataset = open_dataset(dataset_path)

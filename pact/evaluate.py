@@ -137,8 +137,8 @@ def evaluate_source(model, source, *, split: str, num_latents: int | None = None
                     on_batch: Callable[[int], None] | None = None, mesh=None) -> EvalResult:
     """Score every target of every document in `source` (see the module docstring).
 
-    With `mesh` (a `jax.sharding.Mesh` holding the model's parameters, as `load_model` lays
-    them out), each batch is split by rows over its devices. In a multi-process run every
+    With `mesh` (the `jax.sharding.Mesh` that `load_model` laid the parameters out on), each
+    batch is split by rows over its devices. In a multi-process run every
     process calls this with the same arguments and returns the same result.
     """
     config = model.config
@@ -168,10 +168,9 @@ def evaluate_source(model, source, *, split: str, num_latents: int | None = None
     total_nll, total_correct, total_count = 0.0, 0, 0
 
     for batch in _batches(source, context, block_size, batch_size):
-        inputs = global_batch({"inputs": batch["inputs"][rows]}, shardings.batch, batch_size)["inputs"]
-        targets = batch["targets"][rows, -num_latents:]
-        targets = global_batch({"targets": targets}, shardings.batch, batch_size)["targets"]
-        nll, correct = score(params, inputs, targets)
+        local = {"inputs": batch["inputs"][rows], "targets": batch["targets"][rows, -num_latents:]}
+        placed = global_batch(local, shardings.batch, batch_size)
+        nll, correct = score(params, placed["inputs"], placed["targets"])
         nll, correct = np.asarray(nll, np.float64), np.asarray(correct)
         positions = batch["positions"][:, -num_latents:]
         scored = positions >= 0

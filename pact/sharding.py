@@ -42,35 +42,42 @@ BATCH_AXES = (DATA_AXIS, FSDP_AXIS)
 """Mesh axes that split the batch dimension."""
 
 
-def mesh_shape(mesh_data: int, mesh_fsdp: int, device_count: int) -> tuple[int, int]:
+CONFIG_MESH_KEYS = ("train.mesh_data", "train.mesh_fsdp")
+"""How errors name the two mesh sizes; commands with their own flags pass theirs."""
+
+
+def mesh_shape(mesh_data: int, mesh_fsdp: int, device_count: int,
+               names: tuple[str, str] = CONFIG_MESH_KEYS) -> tuple[int, int]:
     """Resolve `(data, fsdp)` for `device_count` devices; mesh_data 0 takes the rest.
 
     Raises `ConfigError` naming both numbers when the product does not match.
     """
+    data_name, fsdp_name = names
     if mesh_fsdp < 1:
-        raise ConfigError(f"train.mesh_fsdp={mesh_fsdp} is invalid: it must be positive")
+        raise ConfigError(f"{fsdp_name}={mesh_fsdp} is invalid: it must be positive")
     if mesh_data < 0:
-        raise ConfigError(f"train.mesh_data={mesh_data} is invalid: use 0 (every device left) or more")
+        raise ConfigError(f"{data_name}={mesh_data} is invalid: use 0 (every device left) or more")
     if mesh_data == 0:
         if device_count % mesh_fsdp:
             raise ConfigError(
-                f"train.mesh_fsdp={mesh_fsdp} does not divide the {device_count} available devices; "
-                f"set train.mesh_fsdp to a divisor of {device_count}"
+                f"{fsdp_name}={mesh_fsdp} does not divide the {device_count} available devices; "
+                f"set {fsdp_name} to a divisor of {device_count}"
             )
         return device_count // mesh_fsdp, mesh_fsdp
     if mesh_data * mesh_fsdp != device_count:
         raise ConfigError(
-            f"the mesh train.mesh_data={mesh_data} x train.mesh_fsdp={mesh_fsdp} has "
+            f"the mesh {data_name}={mesh_data} x {fsdp_name}={mesh_fsdp} has "
             f"{mesh_data * mesh_fsdp} devices but {device_count} are available; set "
-            "train.mesh_data=0 to use every device, or make the product match"
+            f"{data_name}=0 to use every device, or make the product match"
         )
     return mesh_data, mesh_fsdp
 
 
-def make_mesh(mesh_data: int = 0, mesh_fsdp: int = 1, devices: Sequence[jax.Device] | None = None) -> Mesh:
+def make_mesh(mesh_data: int = 0, mesh_fsdp: int = 1, devices: Sequence[jax.Device] | None = None, *,
+              names: tuple[str, str] = CONFIG_MESH_KEYS) -> Mesh:
     """Build a `data x fsdp` mesh over `devices` (default: every device of every process)."""
     devices = list(jax.devices() if devices is None else devices)
-    shape = mesh_shape(mesh_data, mesh_fsdp, len(devices))
+    shape = mesh_shape(mesh_data, mesh_fsdp, len(devices), names)
     return jax.make_mesh(shape, BATCH_AXES, axis_types=(AxisType.Auto, AxisType.Auto), devices=devices)
 
 
