@@ -7,9 +7,10 @@ also hosts the coordinator service that the others connect to. After `initialize
 
 A process that dies is noticed through heartbeats: once one has sent none for
 `heartbeat_timeout` seconds, the coordinator reports it to the others, and JAX ends each of
-them with a message saying that another task died. A peer that never starts makes `initialize`
-fail after `initialization_timeout` seconds. Cross-process collectives on CPU go through Gloo
-over TCP.
+them with a message saying that another task died. When the processes cannot all connect
+within `initialization_timeout` seconds (a peer never started, or the coordinator is
+unreachable), JAX ends the process with DEADLINE_EXCEEDED. Cross-process collectives on CPU go
+through Gloo over TCP.
 """
 
 from __future__ import annotations
@@ -107,7 +108,8 @@ def initialize(options: DistributedOptions) -> None:
     """Join the multi-process run that `options` describe; a single process does nothing.
 
     Must run before anything initialises a JAX backend (no `jax.devices()` before it).
-    Raises `DistributedError` when the run cannot be joined.
+    Raises `DistributedError` when JAX rejects the settings or cannot detect them. A
+    coordinator that stays unreachable ends the process instead (see the module docstring).
     """
     options.validate()
     if not options.enabled:
@@ -117,8 +119,9 @@ def initialize(options: DistributedOptions) -> None:
     # Gloo runs cross-process collectives on CPU; GPUs and TPUs use their own.
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     where = options.coordinator_address or "the address the cluster provides"
-    log.info("joining the run at %s as process %s of %s", where,
-             _or_detected(options.process_id), _or_detected(options.num_processes))
+    log.info("joining the run at %s as process %s of %s; waiting up to %d s for every process",
+             where, _or_detected(options.process_id), _or_detected(options.num_processes),
+             options.initialization_timeout)
     try:
         jax.distributed.initialize(
             coordinator_address=options.coordinator_address,
@@ -131,8 +134,8 @@ def initialize(options: DistributedOptions) -> None:
             shutdown_timeout_seconds=options.heartbeat_timeout,
         )
     except (RuntimeError, ValueError) as error:
-        # JAX raises RuntimeError (JaxRuntimeError for a timeout) or ValueError (values it
-        # could neither read nor detect). The message names the cause.
+        # ValueError: values JAX could neither read nor detect. RuntimeError: a second
+        # initialisation, or one after a backend started. The message names the cause.
         raise DistributedError(
             f"could not join the multi-process run at {where} as process "
             f"{_or_detected(options.process_id)} of {_or_detected(options.num_processes)}: {error}. "

@@ -43,7 +43,7 @@ BATCH_AXES = (DATA_AXIS, FSDP_AXIS)
 
 
 CONFIG_MESH_KEYS = ("train.mesh_data", "train.mesh_fsdp")
-"""How errors name the two mesh sizes; commands with their own flags pass theirs."""
+"""Names of the two mesh sizes in error messages; commands with their own flags pass theirs."""
 
 
 def mesh_shape(mesh_data: int, mesh_fsdp: int, device_count: int,
@@ -190,7 +190,7 @@ def gather_parameters(params: Any, shardings: StepShardings) -> Any:
 
 
 def process_rows(sharding: NamedSharding, batch_size: int) -> np.ndarray:
-    """Rows of a global batch [B, ...] held by this process's devices, ascending (int64).
+    """Return the rows of a global batch [B, ...] on this process's devices, ascending (int64).
 
     These are the rows a process loads; `global_batch` places them in that order, as
     `jax.make_array_from_process_local_data` expects.
