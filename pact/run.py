@@ -106,7 +106,7 @@ def load_model(run_dir: str | os.PathLike, step: int | None = None, mesh=None) -
     from pact.checkpoint import Checkpointer
     from pact.encodings import tokenizer_from_spec
     from pact.model import PerceiverAR
-    from pact.sharding import make_mesh, tree_shardings, with_shardings
+    from pact.sharding import tree_shardings, with_shardings
 
     run = RunDir(run_dir).require()
     config = run.read_config()
@@ -122,8 +122,12 @@ def load_model(run_dir: str | os.PathLike, step: int | None = None, mesh=None) -
     model = nnx.eval_shape(lambda: PerceiverAR(config.model, rngs=nnx.Rngs(0)))
     graphdef, abstract_state = nnx.split(model)
     abstract_params = nnx.to_pure_dict(abstract_state)
-    mesh = mesh or make_mesh(1, 1, jax.local_devices()[:1])
-    abstract_params = with_shardings(abstract_params, tree_shardings(mesh, abstract_params))
+    if mesh is None:
+        device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+        shardings = jax.tree.map(lambda _: device, abstract_params)
+    else:
+        shardings = tree_shardings(mesh, abstract_params)
+    abstract_params = with_shardings(abstract_params, shardings)
     checkpointer = Checkpointer(run.checkpoint_dir, read_only=True)
     try:
         restored = checkpointer.restore_latest(abstract_params, None, step=step)

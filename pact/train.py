@@ -124,6 +124,10 @@ def make_train_step(graphdef, optimizer: optax.GradientTransformation, config: C
     is split. Dropout keys are derived from (seed, step, micro-batch), so a resumed run draws
     the same masks. Inputs and outputs keep the layouts in `shardings` (default: one device);
     metrics are replicated scalars.
+
+    Pass `params` and `opt_state` already laid out on `shardings.mesh`, as `train_and_evaluate`
+    does. Arrays from elsewhere cost a second compilation on the second call, because the
+    outputs fed back then carry the mesh in their types.
     """
     shardings = shardings or StepShardings.single_device()
     micro_batch_sharding = NamedSharding(shardings.mesh, PartitionSpec(None, BATCH_AXES))
