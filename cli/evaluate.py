@@ -9,8 +9,9 @@ from typing import Annotated
 
 import typer
 
-from pact.cli import _output
+from pact.cli import _distributed, _output
 from pact.cli._groups import eval_app
+from pact.distributed import DEFAULT_HEARTBEAT_TIMEOUT
 
 _JsonOut = Annotated[Path | None, typer.Option(
     "--json", help="Also write the results as JSON to this file ('-' prints only the JSON, on stdout).")]
@@ -50,15 +51,29 @@ def benchmark(
     step: Annotated[int | None, typer.Option(min=0, help="Checkpoint step; default: the newest.")] = None,
     json_out: _JsonOut = None,
     plot: _PlotOut = None,
+    mesh_data: Annotated[int, typer.Option(
+        min=0, help="Devices on the data axis of the mesh; 0 uses every device that --mesh-fsdp leaves.")] = 0,
+    mesh_fsdp: Annotated[int, typer.Option(
+        min=1, help="Devices that split the parameters (FSDP). Every device of the mesh splits the batch.")] = 1,
+    coordinator_address: _distributed.CoordinatorAddress = None,
+    num_processes: _distributed.NumProcesses = None,
+    process_id: _distributed.ProcessId = None,
+    auto_cluster: _distributed.AutoCluster = False,
+    heartbeat_timeout: _distributed.HeartbeatTimeout = DEFAULT_HEARTBEAT_TIMEOUT,
 ) -> None:
     """Score every token of a dataset split (strided evaluation over whole documents)."""
+    _distributed.join_run(coordinator_address, num_processes, process_id, auto_cluster, heartbeat_timeout)
+
+    from pact import distributed
     from pact.datasets import open_dataset
     from pact.errors import DatasetError
     from pact.evaluate import count_targets, evaluate_source
     from pact.run import load_model
+    from pact.sharding import make_mesh
 
     _check_plot_path(plot)
-    loaded = load_model(run_dir, step=step)
+    mesh = make_mesh(mesh_data, mesh_fsdp, names=("--mesh-data", "--mesh-fsdp"))
+    loaded = load_model(run_dir, step=step, mesh=mesh)
     dataset_path = data or Path(loaded.config.data.dataset)
     dataset = open_dataset(dataset_path)
     loaded.tokenizer.check_compatible(dataset.tokenizer_spec, f"dataset {dataset_path}")
@@ -69,8 +84,10 @@ def benchmark(
     with _output.progress_bar(count_targets(source), f"eval {split}", unit="targets") as bar:
         result = evaluate_source(
             loaded.model, source, split=split, num_latents=latents, block_size=block_size,
-            batch_size=batch_size, on_batch=bar.advance, tokenizer=loaded.tokenizer,
+            batch_size=batch_size, on_batch=bar.advance, tokenizer=loaded.tokenizer, mesh=mesh,
         )
+    if not distributed.is_primary():
+        return
     metrics = {"run_dir": str(run_dir), "step": loaded.step, "dataset": str(dataset_path), **result.to_dict()}
 
     if plot is not None:

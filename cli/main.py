@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import typer
@@ -53,7 +54,7 @@ def _root(
 
 def main() -> None:
     """Run the CLI; a `PactError` becomes a one-line message and exit status 1."""
-    from pact.errors import PactError
+    from pact.errors import DistributedError, PactError
 
     try:
         app()
@@ -62,6 +63,12 @@ def main() -> None:
             raise
         _output.print_error(str(error))
         _output.stderr.print("[dim]Set PACT_DEBUG=1 to see the traceback.[/dim]")
+        if isinstance(error, DistributedError):
+            # Exit at once: JAX's exit handler would wait at a shutdown barrier for the
+            # processes that were lost, then abort.
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(1)
         sys.exit(1)
 
 

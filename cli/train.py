@@ -7,7 +7,8 @@ from typing import Annotated
 
 import typer
 
-from pact.cli import _output
+from pact.cli import _distributed, _output
+from pact.distributed import DEFAULT_HEARTBEAT_TIMEOUT
 
 EXAMPLES = """
 Examples:
@@ -17,6 +18,11 @@ Examples:
   pact train runs/maestro --set train.steps=20000      # resume and extend a run
 
   pact train runs/tiny --config tiny --data data/maestro_asap --set model.num_layers=2
+
+  pact train runs/big --config maestro-paper --data data/maestro_asap --set train.mesh_fsdp=8
+
+  # Two hosts (docs/scaling.md): run on each, with process id 0 on 10.0.0.1 and 1 on the other
+  pact train runs/big --config maestro-paper --data /shared/maestro_asap --coordinator-address 10.0.0.1:8476 --num-processes 2 --process-id 0
 """
 
 
@@ -34,6 +40,11 @@ def train(
         "--set", "-s", metavar="KEY=VALUE",
         help="Override a config value, for example model.num_layers=4 or train.learning_rate=1e-3; repeatable.")] = None,
     list_configs: Annotated[bool, typer.Option("--list-configs", help="List the named configs and exit.")] = False,
+    coordinator_address: _distributed.CoordinatorAddress = None,
+    num_processes: _distributed.NumProcesses = None,
+    process_id: _distributed.ProcessId = None,
+    auto_cluster: _distributed.AutoCluster = False,
+    heartbeat_timeout: _distributed.HeartbeatTimeout = DEFAULT_HEARTBEAT_TIMEOUT,
 ) -> None:
     """Train a model on an encoded dataset; Ctrl-C saves a checkpoint and stops."""
     from pact.config import available_configs, load_config
@@ -43,6 +54,7 @@ def train(
         for name in available_configs():
             _output.stdout.print(name)
         return
+    _distributed.join_run(coordinator_address, num_processes, process_id, auto_cluster, heartbeat_timeout)
 
     # A resumed run starts from its saved config; --set and --steps then may only extend it.
     run = RunDir(run_dir)
@@ -57,8 +69,11 @@ def train(
 
     from pact.train import train_and_evaluate
 
+    from pact import distributed
+
     summary = train_and_evaluate(resolved, run_dir, progress=_output.show_progress())
-    _print_summary(summary)
+    if distributed.is_primary():
+        _print_summary(summary)
     if summary.interrupted:
         raise typer.Exit(130)
 

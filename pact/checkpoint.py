@@ -9,6 +9,14 @@ Each checkpoint is a step folder under RUN_DIR/checkpoints with three items:
 Orbax writes each step into a temporary folder and renames it when complete, so a crash while
 saving never leaves a step that looks finished. A step that fails to restore (a truncated or
 damaged file) is reported and the previous step is used instead.
+
+Arrays are restored into the shardings of the target tree that the caller passes (see
+`pact.sharding.with_shardings`), not the ones they were saved with. A checkpoint written on
+one mesh therefore restores onto any other, for example from 8 devices with FSDP onto 1. In a
+multi-process run every process calls `save` and `restore_latest`: each writes and reads the
+shards its devices hold, process 0 writes the metadata and the progress JSON, and Orbax
+synchronises them. The checkpoint folder must then be on a file system that every process
+sees.
 """
 
 from __future__ import annotations
@@ -17,7 +25,6 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import jax
 import orbax.checkpoint as ocp
 
 from pact.errors import CheckpointError
@@ -78,7 +85,7 @@ class Checkpointer:
 
         With `step` given, restore exactly that step. Otherwise a newest step that fails to read
         is logged and skipped in favour of the one before it. Returns None when the run has no
-        checkpoint. `abstract_*` are trees of `jax.ShapeDtypeStruct` (from `abstract_like`).
+        checkpoint. `abstract_*` are trees of `jax.ShapeDtypeStruct` with the target shardings.
         """
         candidates = [step] if step is not None else list(reversed(self.steps()))
         if step is not None and step not in self.steps():
@@ -105,9 +112,3 @@ class Checkpointer:
     def close(self) -> None:
         self.manager.close()
 
-
-def abstract_like(tree: Any) -> Any:
-    """`jax.ShapeDtypeStruct` tree (with shardings) that orbax restores into."""
-    return jax.tree.map(
-        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, "sharding", None)), tree
-    )

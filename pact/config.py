@@ -94,7 +94,8 @@ class DataConfig:
     train_split: str = "train"
     eval_split: str = "validation"
     batch_size: int = 8
-    """Global batch size in sequences, summed over devices and accumulation steps."""
+    """Global batch size in sequences, summed over devices and accumulation steps; a multiple of
+    train.grad_accum_steps x the devices of the mesh."""
     worker_count: int = 0
     """Grain worker processes for loading batches; 0 loads in the training process."""
 
@@ -137,10 +138,20 @@ class TrainConfig:
     eval_batches: int = 8
     """Batches of fixed validation crops in each validation loss."""
     log_every: int = 10
+    """Steps between logged training losses. In a multi-process run, also the steps between the
+    checks that stop every process together after Ctrl-C."""
+    mesh_data: int = 0
+    """Devices on the data-parallel mesh axis; 0 uses every device that mesh_fsdp leaves."""
+    mesh_fsdp: int = 1
+    """Devices that split parameters and optimizer state (FSDP); 1 replicates them on every device."""
 
     def __post_init__(self):
         _check_positive(self, "steps", "learning_rate", "grad_accum_steps", "checkpoint_every")
-        _check_positive(self, "keep_checkpoints", "eval_batches", "log_every")
+        _check_positive(self, "keep_checkpoints", "eval_batches", "log_every", "mesh_fsdp")
+        if self.mesh_data < 0:
+            raise ConfigError(
+                f"train.mesh_data={self.mesh_data} is invalid: use 0 (every device left) or more"
+            )
         for name in ("warmup_steps", "eval_every", "weight_decay", "grad_clip_norm", "z_loss"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"train.{name}={getattr(self, name)} is invalid: use 0 or more")

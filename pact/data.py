@@ -20,12 +20,14 @@ first 3 tokens gives inputs [0 0 EOS a] and targets [0 0 a b].
 
 The pipeline is a grain `MapDataset` (shuffle per epoch -> repeat -> seeded random crop ->
 batch), so batch i is a pure function of (seed, i): resuming at step s reads batch s onwards,
-and the same seed gives the same data order on every machine.
+and the same seed gives the same data order on every machine. Row r of batch i is crop
+i * B + r, so in a multi-process run each process builds only the rows its devices hold
+(`rows`), and together they build exactly the batch one process would.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import grain
 import numpy as np
@@ -67,20 +69,51 @@ def crop_example(tokens: np.ndarray, end: int, context: int) -> dict[str, np.nda
     return {"inputs": inputs, "targets": targets}
 
 
+class BatchRows(grain.MapDataset):
+    """Rows `rows` of each batch of `batch_size` consecutive parent elements, stacked per key.
+
+    Element i stacks parent elements i * batch_size + r for r in `rows`; with every row it is
+    what `MapDataset.batch(batch_size, drop_remainder=True)` returns.
+    """
+
+    def __init__(self, parent: grain.MapDataset, batch_size: int, rows: Sequence[int]):
+        super().__init__(parent)
+        rows = [int(row) for row in rows]
+        if not rows or min(rows) < 0 or max(rows) >= batch_size:
+            raise ValueError(f"rows {rows} are not rows of a batch of {batch_size}")
+        self._batch_size = batch_size
+        self._rows = rows
+
+    def __len__(self) -> int:
+        return len(self._parent) // self._batch_size
+
+    def __str__(self) -> str:
+        return f"BatchRows(batch_size={self._batch_size}, rows={len(self._rows)})"
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return self.slice(index)
+        start = index * self._batch_size
+        elements = [self._parent[start + row] for row in self._rows]
+        return {name: np.stack([element[name] for element in elements]) for name in elements[0]}
+
+
 def training_dataset(source, *, context: int, num_latents: int, batch_size: int,
-                     seed: int) -> grain.MapDataset:
-    """Infinite `MapDataset` of batches: element i is the batch of training step i."""
+                     seed: int, rows: Sequence[int] | None = None) -> grain.MapDataset:
+    """Infinite `MapDataset` of batches: element i is the batch of training step i.
+
+    `rows` (default: all) selects the rows of each global batch to build, in that order.
+    """
     if len(source) == 0:
         raise DatasetError("the training split is empty: encode at least one file into it")
-    dataset = (
+    crops = (
         grain.MapDataset.source(source)
         .seed(seed)
         .shuffle()
         .repeat()
         .random_map(RandomCrop(context, num_latents))
-        .batch(batch_size, drop_remainder=True)
     )
-    return dataset
+    return BatchRows(crops, batch_size, range(batch_size) if rows is None else rows)
 
 
 def batch_iterator(dataset: grain.MapDataset, start_step: int, worker_count: int = 0) -> Iterator[dict]:
@@ -94,11 +127,12 @@ def batch_iterator(dataset: grain.MapDataset, start_step: int, worker_count: int
 
 
 def validation_batches(source, *, context: int, num_latents: int, batch_size: int,
-                       num_batches: int, seed: int = 1234) -> list[dict[str, np.ndarray]]:
-    """A fixed list of crop batches, the same for every evaluation in a run."""
+                       num_batches: int, seed: int = 1234,
+                       rows: Sequence[int] | None = None) -> list[dict[str, np.ndarray]]:
+    """Build a fixed list of crop batches (`rows` of each), the same for every evaluation in a run."""
     if len(source) == 0:
         raise DatasetError("the validation split is empty")
     dataset = training_dataset(
-        source, context=context, num_latents=num_latents, batch_size=batch_size, seed=seed
+        source, context=context, num_latents=num_latents, batch_size=batch_size, seed=seed, rows=rows
     )
     return [dataset[index] for index in range(num_batches)]

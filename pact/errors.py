@@ -66,3 +66,7 @@ class CheckpointError(PactError):
 
 class RenderError(PactError):
     """Audio rendering that cannot start or failed: a missing program or soundfont, or a failed run."""
+
+
+class DistributedError(PactError):
+    """A multi-process run that cannot start, or that lost one of its processes."""

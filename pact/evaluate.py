@@ -28,6 +28,7 @@ from flax import nnx
 from pact.benchmark_metrics import DocumentScores, metrics_for
 from pact.data import PAD_ID, with_start
 from pact.errors import ConfigError
+from pact.sharding import StepShardings, check_batch_size, gather_parameters, global_batch, process_rows
 
 FIRST_BUCKET = 512
 
@@ -93,12 +94,17 @@ def _stack(windows: list[Window], batch_size: int) -> dict[str, np.ndarray]:
     }
 
 
-def make_score_step(model, num_latents: int) -> Callable:
-    """Jitted (params, inputs [B, M], targets [B, N]) -> (nll [B, N], correct [B, N]); 0 where padding."""
+def make_score_step(model, num_latents: int, shardings: StepShardings | None = None) -> Callable:
+    """Jitted (params, inputs [B, M], targets [B, N]) -> (nll [B, N], correct [B, N]); 0 where padding.
+
+    `params` is the model's state as a pure dict. With `shardings`, inputs and targets are
+    split by rows over the mesh and the outputs are replicated, so every process reads all rows.
+    """
     graphdef, _ = nnx.split(model)
+    shardings = shardings or StepShardings.single_device()
 
     def score(params, inputs, targets):
-        logits = nnx.merge(graphdef, params)(inputs, num_latents=num_latents)
+        logits = nnx.merge(graphdef, gather_parameters(params, shardings))(inputs, num_latents=num_latents)
         mask = targets != PAD_ID
         log_normaliser = jax.nn.logsumexp(logits, axis=-1)
         target_logits = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
@@ -106,7 +112,11 @@ def make_score_step(model, num_latents: int) -> Callable:
         correct = jnp.where(mask, jnp.argmax(logits, axis=-1) == targets, False)
         return nll, correct
 
-    return jax.jit(score)
+    return jax.jit(
+        score,
+        in_shardings=(shardings.params, shardings.batch, shardings.batch),
+        out_shardings=(shardings.replicated, shardings.replicated),
+    )
 
 
 @dataclasses.dataclass
@@ -136,11 +146,15 @@ class EvalResult:
 
 def evaluate_source(model, source, *, split: str, num_latents: int | None = None,
                     block_size: int | None = None, batch_size: int = 8,
-                    on_batch: Callable[[int], None] | None = None, tokenizer=None) -> EvalResult:
+                    on_batch: Callable[[int], None] | None = None, tokenizer=None,
+                    mesh=None) -> EvalResult:
     """Score every target of every document in `source` (see the module docstring).
 
     `tokenizer`, the one that made the source, selects the modality metrics; without it only
-    the metrics per target are computed.
+    the metrics per target are computed. With `mesh` (the `jax.sharding.Mesh` that
+    `load_model` laid the parameters out on), each batch is split by rows over its devices. In
+    a multi-process run every process calls this with the same arguments and returns the same
+    result.
     """
     config = model.config
     context = config.max_context
@@ -153,8 +167,15 @@ def evaluate_source(model, source, *, split: str, num_latents: int | None = None
             f"--block-size={block_size} is invalid: use 1 to the number of latents ({num_latents})"
         )
 
-    score = make_score_step(model, num_latents)
-    params = nnx.split(model)[1]
+    params = nnx.to_pure_dict(nnx.state(model))
+    if mesh is None:
+        shardings = StepShardings.single_device()
+    else:
+        check_batch_size(mesh, batch_size, name="--batch-size")
+        shardings = StepShardings.for_trees(mesh, params)
+    score = make_score_step(model, num_latents, shardings)
+    # Every process builds every window (for the positions) and places only its own rows.
+    rows = process_rows(shardings.batch, batch_size)
     max_position = max((len(source[i]["tokens"]) for i in range(len(source))), default=0)
     edges = bucket_edges(max_position)
     bucket_nll = np.zeros(len(edges) - 1)
@@ -165,7 +186,9 @@ def evaluate_source(model, source, *, split: str, num_latents: int | None = None
     document_scores = DocumentScores(source, document_metrics) if document_metrics else None
 
     for batch in _batches(source, context, block_size, batch_size):
-        nll, correct = score(params, batch["inputs"], batch["targets"][:, -num_latents:])
+        local = {"inputs": batch["inputs"][rows], "targets": batch["targets"][rows, -num_latents:]}
+        placed = global_batch(local, shardings.batch, batch_size)
+        nll, correct = score(params, placed["inputs"], placed["targets"])
         nll, correct = np.asarray(nll, np.float64), np.asarray(correct)
         positions = batch["positions"][:, -num_latents:]
         scored = positions >= 0

@@ -50,6 +50,8 @@ def stage_input(folder: Path) -> Path:
 
 def run_quickstart(out_dir: str | Path, *, steps: int = 300, sample_seconds: float = 20.0,
                    prime_seconds: float = 10.0, progress: bool = True) -> QuickstartResult:
+    import jax
+
     from pact.config import apply_overrides, get_preset
     from pact.dataset_writer import encode_dataset
     from pact.generate import SampleRequest, generate_samples
@@ -70,7 +72,9 @@ def run_quickstart(out_dir: str | Path, *, steps: int = 300, sample_seconds: flo
         f"data.dataset={summary.path}", f"train.steps={steps}",
         f"train.eval_every={max(steps // 3, 1)}", f"train.checkpoint_every={max(steps // 3, 1)}",
     ])
-    trained = train_and_evaluate(config, out_dir / "run", progress=progress)
+    # One device: the tiny model gains nothing from more, and its batch of 8 need not divide
+    # the device count of the machine.
+    trained = train_and_evaluate(config, out_dir / "run", progress=progress, devices=jax.local_devices()[:1])
 
     # 3. Continue the first seconds of the held-out piece.
     log.info("3/3 continuing the first %.0f s of %s for %.0f s", prime_seconds, VALIDATION_PIECE, sample_seconds)

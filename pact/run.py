@@ -94,14 +94,19 @@ class LoadedModel:
     step: int
 
 
-def load_model(run_dir: str | os.PathLike, step: int | None = None) -> LoadedModel:
-    """Build the model of a run and restore its newest (or given) checkpoint's parameters."""
+def load_model(run_dir: str | os.PathLike, step: int | None = None, mesh=None) -> LoadedModel:
+    """Build the model of a run and restore its newest (or given) checkpoint's parameters.
+
+    The parameters are laid out on `mesh` (a `jax.sharding.Mesh`, see `pact.sharding`), or
+    placed on this process's first device without one, whatever mesh wrote the checkpoint.
+    """
     import jax
     from flax import nnx
 
-    from pact.checkpoint import Checkpointer, abstract_like
+    from pact.checkpoint import Checkpointer
     from pact.encodings import tokenizer_from_spec
     from pact.model import PerceiverAR
+    from pact.sharding import tree_shardings, with_shardings
 
     run = RunDir(run_dir).require()
     config = run.read_config()
@@ -116,7 +121,13 @@ def load_model(run_dir: str | os.PathLike, step: int | None = None) -> LoadedMod
 
     model = nnx.eval_shape(lambda: PerceiverAR(config.model, rngs=nnx.Rngs(0)))
     graphdef, abstract_state = nnx.split(model)
-    abstract_params = abstract_like(nnx.to_pure_dict(abstract_state))
+    abstract_params = nnx.to_pure_dict(abstract_state)
+    if mesh is None:
+        device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+        shardings = jax.tree.map(lambda _: device, abstract_params)
+    else:
+        shardings = tree_shardings(mesh, abstract_params)
+    abstract_params = with_shardings(abstract_params, shardings)
     checkpointer = Checkpointer(run.checkpoint_dir, read_only=True)
     try:
         restored = checkpointer.restore_latest(abstract_params, None, step=step)

@@ -26,11 +26,17 @@ import numpy as np
 import optax
 from flax import nnx
 
-from pact.checkpoint import Checkpointer, abstract_like
+from jax.sharding import NamedSharding, PartitionSpec
+
+from pact import distributed
+from pact.checkpoint import Checkpointer
 from pact.config import Config, TrainConfig
-from pact.errors import ConfigError
+from pact.errors import ConfigError, DistributedError
 from pact.model import PAD_ID, PerceiverAR, count_parameters
 from pact.run import RunDir
+from pact.sharding import (
+    BATCH_AXES, DATA_AXIS, FSDP_AXIS, StepShardings, gather_parameters, with_shardings,
+)
 
 log = logging.getLogger(__name__)
 
@@ -99,13 +105,32 @@ def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
 # Steps.
 
 
-def make_train_step(graphdef, optimizer: optax.GradientTransformation, config: Config) -> Callable:
+def micro_batches(x: jax.Array, accum: int) -> jax.Array:
+    """Split a batch [B, ...] into [A, B / A, ...]: micro-batch k is rows k, k + A, k + 2A, ...
+
+    A mesh stores a batch in contiguous blocks of B / D rows per device, and A divides B / D,
+    so each device already has its B / (A * D) rows of every micro-batch. The split therefore
+    moves no data, and which rows form a micro-batch does not depend on the device count.
+    """
+    return x.reshape(x.shape[0] // accum, accum, *x.shape[1:]).swapaxes(0, 1)
+
+
+def make_train_step(graphdef, optimizer: optax.GradientTransformation, config: Config,
+                    shardings: StepShardings | None = None) -> Callable:
     """Jitted `(params, opt_state, batch, step) -> (params, opt_state, metrics)`.
 
-    The batch [B, M] splits into `grad_accum_steps` micro-batches whose gradient sums are added
-    before one update, so the result does not depend on how the batch is split. Dropout keys
-    are derived from (seed, step, micro-batch), so a resumed run draws the same masks.
+    The batch [B, M] splits into `grad_accum_steps` micro-batches (see `micro_batches`) whose
+    gradient sums are added before one update, so the result does not depend on how the batch
+    is split. Dropout keys are derived from (seed, step, micro-batch), so a resumed run draws
+    the same masks. Inputs and outputs keep the layouts in `shardings` (default: one device);
+    metrics are replicated scalars.
+
+    Pass `params` and `opt_state` already laid out on `shardings.mesh`, as `train_and_evaluate`
+    does. Arrays from elsewhere cost a second compilation on the second call, because the
+    outputs fed back then carry the mesh in their types.
     """
+    shardings = shardings or StepShardings.single_device()
+    micro_batch_sharding = NamedSharding(shardings.mesh, PartitionSpec(None, BATCH_AXES))
     num_latents = config.model.num_latents
     accum = config.train.grad_accum_steps
     z_loss = config.train.z_loss
@@ -113,7 +138,7 @@ def make_train_step(graphdef, optimizer: optax.GradientTransformation, config: C
     base_key = jax.random.key(config.train.seed)
 
     def micro_sums(params, inputs, targets, key):
-        model = nnx.merge(graphdef, params)
+        model = nnx.merge(graphdef, gather_parameters(params, shardings))
         logits = model(inputs, num_latents=num_latents, dropout_key=key)
         return loss_sums(logits, targets[:, -num_latents:], z_loss)
 
@@ -125,13 +150,15 @@ def make_train_step(graphdef, optimizer: optax.GradientTransformation, config: C
 
     def train_step(params, opt_state, batch, step):
         step_key = jax.random.fold_in(base_key, step)
-        inputs = batch["inputs"].reshape(accum, -1, batch["inputs"].shape[-1])
-        targets = batch["targets"].reshape(accum, -1, batch["targets"].shape[-1])
+        inputs = jax.lax.with_sharding_constraint(micro_batches(batch["inputs"], accum), micro_batch_sharding)
+        targets = jax.lax.with_sharding_constraint(micro_batches(batch["targets"], accum), micro_batch_sharding)
 
         def accumulate(carry, micro):
             grad_total, sums_total = carry
             index, micro_inputs, micro_targets = micro
             grads, sums = grad_fn(params, micro_inputs, micro_targets, jax.random.fold_in(step_key, index))
+            # With FSDP each device keeps only its slice of the gradient sums.
+            grads = jax.lax.with_sharding_constraint(grads, shardings.params)
             return (
                 jax.tree.map(jnp.add, grad_total, grads),
                 jax.tree.map(jnp.add, sums_total, sums),
@@ -158,20 +185,28 @@ def make_train_step(graphdef, optimizer: optax.GradientTransformation, config: C
         }
         return params, opt_state, metrics
 
-    return jax.jit(train_step, donate_argnums=(0, 1))
+    return jax.jit(
+        train_step,
+        in_shardings=(shardings.params, shardings.opt_state, shardings.batch, shardings.replicated),
+        out_shardings=(shardings.params, shardings.opt_state, shardings.replicated),
+        donate_argnums=(0, 1),
+    )
 
 
-def make_eval_step(graphdef, config: Config, num_latents: int | None = None) -> Callable:
-    """Jitted `(params, batch) -> sums` with dropout off."""
+def make_eval_step(graphdef, config: Config, num_latents: int | None = None,
+                   shardings: StepShardings | None = None) -> Callable:
+    """Jitted `(params, batch) -> sums` with dropout off; the sums are replicated scalars."""
+    shardings = shardings or StepShardings.single_device()
     num_latents = num_latents or config.model.num_latents
     z_loss = config.train.z_loss
 
     def eval_step(params, batch):
-        model = nnx.merge(graphdef, params)
+        model = nnx.merge(graphdef, gather_parameters(params, shardings))
         logits = model(batch["inputs"], num_latents=num_latents)
         return loss_sums(logits, batch["targets"][:, -num_latents:], z_loss)
 
-    return jax.jit(eval_step)
+    return jax.jit(eval_step, in_shardings=(shardings.params, shardings.batch),
+                   out_shardings=shardings.replicated)
 
 
 def evaluate_batches(eval_step: Callable, params, batches: list[dict]) -> dict[str, float]:
@@ -201,14 +236,19 @@ def parameter_counts(params: dict) -> dict[str, int]:
 # Run directory checks.
 
 
+# Train keys a resumed run may change: the step count (to extend a run) and the mesh (to
+# resume on another topology).
+_RESUME_CHANGEABLE = ("steps", "mesh_data", "mesh_fsdp")
+
+
 def _check_resume_config(saved: Config, requested: Config, run_dir: Path) -> Config:
-    """Resume with the saved config; only `train.steps` may differ (to extend a run)."""
+    """Resume with the saved config; only `train.steps` and the mesh may differ."""
     saved_values = saved.to_dict()
     requested_values = requested.to_dict()
     differences = []
     for section in ("model", "data", "train"):
         for key, value in requested_values[section].items():
-            if section == "train" and key == "steps":
+            if section == "train" and key in _RESUME_CHANGEABLE:
                 continue
             if section == "model" and key == "vocab_size" and value is None:
                 continue
@@ -219,7 +259,8 @@ def _check_resume_config(saved: Config, requested: Config, run_dir: Path) -> Con
             f"run directory {run_dir} was trained with another config ({'; '.join(differences)}); "
             "resume without --config/--set, or train into a new run directory"
         )
-    return dataclasses.replace(saved, train=dataclasses.replace(saved.train, steps=requested.train.steps))
+    changes = {key: getattr(requested.train, key) for key in _RESUME_CHANGEABLE}
+    return dataclasses.replace(saved, train=dataclasses.replace(saved.train, **changes))
 
 
 class _StopRequest:
@@ -227,18 +268,38 @@ class _StopRequest:
 
     Stopping between steps matters: the step donates its input buffers, so interrupting it
     midway would leave nothing consistent to save. A second Ctrl-C interrupts at once.
+
+    In a multi-process run every process must stop after the same step, because each step and
+    checkpoint is a collective. SIGTERM, the usual preemption notice, is then left to JAX's
+    preemption handler, and `distributed.preemption_sync_point` makes every process stop at the
+    same step. Ctrl-C flags are compared across processes every `check_every` steps.
     """
 
-    def __init__(self):
+    def __init__(self, process_count: int = 1, check_every: int = 1):
         self.requested = False
         self.signal_name = ""
+        self.process_count = process_count
+        self.check_every = check_every
 
     def _handle(self, signum, frame):
         if self.requested and signum == signal.SIGINT:
             raise KeyboardInterrupt
         self.requested = True
         self.signal_name = signal.Signals(signum).name
-        log.warning("%s received: stopping after this step and saving a checkpoint", self.signal_name)
+        if self.process_count == 1:
+            when = "after this step"
+        else:
+            when = f"with every process at the next multiple of {self.check_every} steps"
+        log.warning("%s received: stopping %s and saving a checkpoint", self.signal_name, when)
+
+    def agreed(self, step: int) -> bool:
+        """Whether to stop before `step`; every process must call this before every step."""
+        if self.process_count == 1:
+            return self.requested
+        if distributed.preemption_sync_point(step):
+            self.signal_name = self.signal_name or "SIGTERM"
+            return True
+        return step % self.check_every == 0 and distributed.any_process(self.requested)
 
     @contextlib.contextmanager
     def installed(self):
@@ -247,7 +308,8 @@ class _StopRequest:
         if threading.current_thread() is not threading.main_thread():
             yield self
             return
-        previous = {sig: signal.signal(sig, self._handle) for sig in (signal.SIGINT, signal.SIGTERM)}
+        signals = (signal.SIGINT, signal.SIGTERM) if self.process_count == 1 else (signal.SIGINT,)
+        previous = {sig: signal.signal(sig, self._handle) for sig in signals}
         try:
             yield self
         finally:
@@ -271,88 +333,80 @@ class TrainSummary:
     tokens_per_second: float | None
 
 
-def train_and_evaluate(config: Config, run_dir: str | Path, *, progress: bool = True) -> TrainSummary:
-    """Train `config` into `run_dir`, resuming from its newest checkpoint if it has one."""
+def train_and_evaluate(config: Config, run_dir: str | Path, *, progress: bool = True,
+                       devices: list[jax.Device] | None = None) -> TrainSummary:
+    """Train `config` into `run_dir`, resuming from its newest checkpoint if it has one.
+
+    The mesh spans `devices` (default: every device of every process), shaped by
+    `train.mesh_data` and `train.mesh_fsdp`. In a multi-process run every process calls this
+    with the same arguments. Process 0 alone writes the config, metrics, TensorBoard events and
+    progress, and every process writes its shards of each checkpoint.
+    """
+    with _peer_failures_raised():
+        return _train_and_evaluate(config, RunDir(run_dir), progress, devices)
+
+
+def _train_and_evaluate(config: Config, run: RunDir, progress: bool,
+                        devices: list[jax.Device] | None) -> TrainSummary:
     from pact.data import batch_iterator, training_dataset, validation_batches
-    from pact.datasets import open_dataset
-    from pact.encodings import tokenizer_from_spec
+    from pact.sharding import global_batch, process_rows
 
-    run = RunDir(run_dir)
+    primary = distributed.is_primary()
 
-    # 1. Configuration, dataset and tokenizer. A resumed run uses its saved config.
-    if run.exists():
-        config = _check_resume_config(run.read_config(), config, run.path)
-    if not config.data.dataset:
-        raise ConfigError("no dataset given: pass --data DATASET_DIR (written by `pact encode dataset`)")
-    dataset = open_dataset(config.data.dataset)
-    tokenizer = tokenizer_from_spec(dataset.tokenizer_spec, source=f"dataset {config.data.dataset}")
-    if config.model.vocab_size not in (None, tokenizer.vocab_size):
-        raise ConfigError(
-            f"model.vocab_size={config.model.vocab_size} but the dataset's tokenizer "
-            f"{tokenizer.name!r} has {tokenizer.vocab_size} ids; leave model.vocab_size unset"
-        )
-    config = dataclasses.replace(config, model=dataclasses.replace(config.model, vocab_size=tokenizer.vocab_size))
-    if run.exists():
-        tokenizer.check_compatible(run.read_tokenizer_spec(), f"run {run.path}")
-    else:
-        run.write_json(run.tokenizer_path, tokenizer.spec())
-        run.write_json(run.config_path, config.to_dict())
-    log.info("run %s: config %s, dataset %s (tokenizer %s, %d ids)",
-             run.path, config.name, config.data.dataset, tokenizer.name, tokenizer.vocab_size)
-
-    # 2. Model, optimizer and the newest checkpoint.
-    model = PerceiverAR(config.model, rngs=nnx.Rngs(config.train.seed))
-    graphdef, state = nnx.split(model)
-    params = nnx.to_pure_dict(state)
-    optimizer = make_optimizer(config.train)
-    opt_state = optimizer.init(params)
-    log.info("model: %s parameters (%s), context %d, %d latents, %d layers, width %d",
-             f"{count_parameters(model):,}",
-             ", ".join(f"{name} {count:,}" for name, count in parameter_counts(params).items()),
-             config.model.max_context, config.model.num_latents, config.model.num_layers,
-             config.model.num_channels)
-    del model, state
-
-    checkpointer = Checkpointer(run.checkpoint_dir, keep=config.train.keep_checkpoints)
-    restored = checkpointer.restore_latest(abstract_like(params), abstract_like(opt_state))
-    start_step, tokens_seen = 0, 0
-    if restored is not None:
-        start_step, params, opt_state, restored_progress = restored
-        tokens_seen = int(restored_progress.get("tokens_seen", 0))
-        log.info("resuming from the checkpoint at step %d", start_step)
-    _truncate_metrics(run, start_step)
-
-    # 3. Data: batch i of the training pipeline is the batch of step i.
+    # 1. Configuration, dataset, tokenizer and mesh. A resumed run uses its saved config.
+    config, dataset, mesh = _open_run(config, run, primary, devices)
     batch_size = config.data.batch_size
+    log.info("mesh %dx%d (data x fsdp) over %d devices in %d processes: %d sequences per device "
+             "per step in %d micro-batches", mesh.shape[DATA_AXIS], mesh.shape[FSDP_AXIS], mesh.size,
+             distributed.process_count(), batch_size // mesh.size, config.train.grad_accum_steps)
+
+    # 2. Model, optimizer and the newest checkpoint, laid out on the mesh.
+    optimizer = make_optimizer(config.train)
+    checkpointer = Checkpointer(run.checkpoint_dir, keep=config.train.keep_checkpoints)
+    graphdef, params, opt_state, shardings, start_step, tokens_seen = _initial_state(
+        config, optimizer, mesh, checkpointer
+    )
+    if primary:
+        _truncate_metrics(run, start_step)
+
+    # 3. Data: batch i of the training pipeline is the batch of step i. Each process loads
+    #    only the rows of each batch that its own devices hold.
+    rows = process_rows(shardings.batch, batch_size)
     train_data = training_dataset(
         dataset.source(config.data.train_split), context=config.model.max_context,
-        num_latents=config.model.num_latents, batch_size=batch_size, seed=config.train.seed,
+        num_latents=config.model.num_latents, batch_size=batch_size, seed=config.train.seed, rows=rows,
     )
     eval_batches = []
     if config.train.eval_every > 0 and config.data.eval_split in dataset.splits:
-        eval_batches = validation_batches(
+        local_batches = validation_batches(
             dataset.source(config.data.eval_split), context=config.model.max_context,
             num_latents=config.model.num_latents, batch_size=batch_size,
-            num_batches=config.train.eval_batches,
+            num_batches=config.train.eval_batches, rows=rows,
         )
+        eval_batches = [global_batch(batch, shardings.batch, batch_size) for batch in local_batches]
 
-    train_step = make_train_step(graphdef, optimizer, config)
-    eval_step = make_eval_step(graphdef, config)
-    writer = _MetricsWriter(run, start_step)
+    train_step = make_train_step(graphdef, optimizer, config, shardings)
+    eval_step = make_eval_step(graphdef, config, shardings=shardings)
+    writer = _MetricsWriter(run, start_step) if primary else _NoMetricsWriter()
 
     # 4. Loop.
     summary = TrainSummary(run.path, start_step, start_step, False, None, None, 0.0, None)
-    stop = _StopRequest()
+    stop = _StopRequest(distributed.process_count(), config.train.log_every)
     started = time.perf_counter()
     step = start_step
+    stopped = False
     if start_step >= config.train.steps:
         log.info("run %s already reached step %d of %d", run.path, start_step, config.train.steps)
-    with stop.installed(), _ProgressBar(progress, start_step, config.train.steps) as bar:
+    with stop.installed(), _ProgressBar(progress and primary, start_step, config.train.steps) as bar:
         batches = batch_iterator(train_data, start_step, config.data.worker_count)
         throughput = _Throughput(tokens_seen)
         last_saved = start_step
-        while step < config.train.steps and not stop.requested:
-            params, opt_state, metrics = train_step(params, opt_state, next(batches), step)
+        while step < config.train.steps:
+            if stop.agreed(step):
+                stopped = True
+                break
+            batch = global_batch(next(batches), shardings.batch, batch_size)
+            params, opt_state, metrics = train_step(params, opt_state, batch, step)
             throughput.add(metrics["targets"])
             step += 1
             if step == start_step + 1:
@@ -397,11 +451,110 @@ def train_and_evaluate(config: Config, run_dir: str | Path, *, progress: bool = 
     writer.close()
 
     summary.step = step
-    summary.interrupted = stop.requested
+    summary.interrupted = stopped
     summary.seconds = time.perf_counter() - started
-    if stop.requested:
-        log.warning("stopped by %s at step %d; run `pact train %s` to resume", stop.signal_name, step, run.path)
+    if stopped:
+        reason = stop.signal_name or "Ctrl-C in another process"
+        log.warning("stopped by %s at step %d; run `pact train %s` to resume", reason, step, run.path)
     return summary
+
+
+def _open_run(config: Config, run: RunDir, primary: bool, devices: list[jax.Device] | None):
+    """Resolve the config of a new or resumed run, open its dataset and build its mesh.
+
+    Process 0 then writes the config and tokenizer spec of a new run, once every check has
+    passed. Returns (config, dataset, mesh).
+    """
+    from pact.datasets import open_dataset
+    from pact.encodings import tokenizer_from_spec
+    from pact.sharding import check_batch_size, make_mesh
+
+    # Every process decides whether to resume before process 0 writes the run's files.
+    resuming = run.exists()
+    distributed.barrier("pact: run directory checked")
+    if resuming:
+        config = _check_resume_config(run.read_config(), config, run.path)
+    if not config.data.dataset:
+        raise ConfigError("no dataset given: pass --data DATASET_DIR (written by `pact encode dataset`)")
+    dataset = open_dataset(config.data.dataset)
+    tokenizer = tokenizer_from_spec(dataset.tokenizer_spec, source=f"dataset {config.data.dataset}")
+    if config.model.vocab_size not in (None, tokenizer.vocab_size):
+        raise ConfigError(
+            f"model.vocab_size={config.model.vocab_size} but the dataset's tokenizer "
+            f"{tokenizer.name!r} has {tokenizer.vocab_size} ids; leave model.vocab_size unset"
+        )
+    config = dataclasses.replace(config, model=dataclasses.replace(config.model, vocab_size=tokenizer.vocab_size))
+    mesh = make_mesh(config.train.mesh_data, config.train.mesh_fsdp, devices)
+    check_batch_size(mesh, config.data.batch_size, config.train.grad_accum_steps)
+    if resuming:
+        tokenizer.check_compatible(run.read_tokenizer_spec(), f"run {run.path}")
+    elif primary:
+        run.write_json(run.tokenizer_path, tokenizer.spec())
+        run.write_json(run.config_path, config.to_dict())
+    log.info("run %s: config %s, dataset %s (tokenizer %s, %d ids)",
+             run.path, config.name, config.data.dataset, tokenizer.name, tokenizer.vocab_size)
+    return config, dataset, mesh
+
+
+def _initial_state(config: Config, optimizer: optax.GradientTransformation, mesh, checkpointer: Checkpointer):
+    """Restore the newest checkpoint into the mesh's layout, or initialise a new model on it.
+
+    Returns (graphdef, params, opt_state, shardings, start_step, tokens_seen). Parameters are
+    created inside a jitted function with sharded outputs, so they are never gathered on one
+    device. A checkpoint written on any other mesh restores straight into this one's layout.
+    """
+
+    def create_model():
+        return PerceiverAR(config.model, rngs=nnx.Rngs(config.train.seed))
+
+    abstract_model = nnx.eval_shape(create_model)
+    graphdef, abstract_state = nnx.split(abstract_model)
+    abstract_params = nnx.to_pure_dict(abstract_state)
+    abstract_opt_state = jax.eval_shape(optimizer.init, abstract_params)
+    shardings = StepShardings.for_trees(mesh, abstract_params, abstract_opt_state)
+    log.info("model: %s parameters (%s), context %d, %d latents, %d layers, width %d",
+             f"{count_parameters(abstract_model):,}",
+             ", ".join(f"{name} {count:,}" for name, count in parameter_counts(abstract_params).items()),
+             config.model.max_context, config.model.num_latents, config.model.num_layers,
+             config.model.num_channels)
+
+    restored = checkpointer.restore_latest(
+        with_shardings(abstract_params, shardings.params),
+        with_shardings(abstract_opt_state, shardings.opt_state),
+    )
+    if restored is not None:
+        start_step, params, opt_state, restored_progress = restored
+        log.info("resuming from the checkpoint at step %d", start_step)
+        return graphdef, params, opt_state, shardings, start_step, int(restored_progress.get("tokens_seen", 0))
+
+    def create_state():
+        params = nnx.to_pure_dict(nnx.state(create_model()))
+        return params, optimizer.init(params)
+
+    params, opt_state = jax.jit(create_state, out_shardings=(shardings.params, shardings.opt_state))()
+    return graphdef, params, opt_state, shardings, 0, 0
+
+
+@contextlib.contextmanager
+def _peer_failures_raised():
+    """In a multi-process run, turn a failed collective into a `DistributedError`.
+
+    A collective fails this way when a peer process died or its connection broke. JAX may
+    instead end this process itself once the peer misses its heartbeats. The error keeps
+    XLA's message, which names any other cause.
+    """
+    if distributed.process_count() == 1:
+        yield
+        return
+    try:
+        yield
+    except jax.errors.JaxRuntimeError as error:
+        raise DistributedError(
+            f"process {distributed.process_index()} of {distributed.process_count()}: a collective "
+            f"operation with the other processes failed ({error}). Usually another process died or "
+            "lost its network connection: restart every process with the same command to resume "
+            "from the newest checkpoint"
+        ) from error
 
 
 # ---------------------------------------------------------------------------------------------
@@ -474,6 +627,16 @@ class _MetricsWriter:
     def close(self) -> None:
         self.file.close()
         self.tensorboard.close()
+
+
+class _NoMetricsWriter:
+    """A `_MetricsWriter` stand-in that drops every row, for processes other than process 0."""
+
+    def __call__(self, row: dict[str, Any]) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
 
 class _ProgressBar:

@@ -11,6 +11,7 @@ from flax import nnx
 from pact.config import Config, DataConfig, ModelConfig, TrainConfig
 from pact.data import crop_example, training_dataset, with_start
 from pact.model import PerceiverAR
+from pact.sharding import StepShardings
 from pact.train import loss_sums, make_eval_step, make_optimizer, make_train_step
 
 VOCAB = 30
@@ -37,9 +38,11 @@ def _documents(count=12, seed=0):
 def _setup(config: Config):
     model = PerceiverAR(config.model, rngs=nnx.Rngs(0))
     graphdef, state = nnx.split(model)
-    params = nnx.to_pure_dict(state)
+    # On the step's one-device mesh, as training places them, so that the step compiles once.
+    on_mesh = StepShardings.single_device().params
+    params = jax.device_put(nnx.to_pure_dict(state), on_mesh)
     optimizer = make_optimizer(config.train)
-    return graphdef, params, optimizer, optimizer.init(params)
+    return graphdef, params, optimizer, jax.device_put(optimizer.init(params), on_mesh)
 
 
 def test_loss_sums_match_numpy():
