@@ -101,7 +101,10 @@ def configure_logging(verbosity: int) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     root.propagate = False
-    # Orbax and TFDS log every file operation through absl at INFO; keep those for -v.
+    # Orbax and TFDS log every file operation through absl at INFO, and Orbax's writer threads
+    # log each failed write at ERROR before the save raises the error pact reports. Keep those
+    # for -v.
     if verbosity < 1:
-        for name in ("absl", "orbax", "jax._src.xla_bridge", "tensorflow_datasets"):
+        for name in ("orbax", "jax._src.xla_bridge", "tensorflow_datasets"):
             logging.getLogger(name).setLevel(logging.WARNING)
+        logging.getLogger("absl").setLevel(logging.CRITICAL)

@@ -54,10 +54,19 @@ def _root(
 
 def main() -> None:
     """Run the CLI; a `PactError` becomes a one-line message and exit status 1."""
-    from pact.errors import DistributedError, PactError
+    from pact.errors import DistributedError, PactError, no_room_cause
 
     try:
         app()
+    except OSError as error:
+        if no_room_cause(error) is None or _output.debug_enabled():
+            raise
+        where = f" while writing {error.filename}" if error.filename else ""
+        _output.print_error(
+            f"{error.strerror}{where}. Files written before it are intact: free space (or raise the "
+            "file-size limit) and run the same command again."
+        )
+        sys.exit(1)
     except PactError as error:
         if _output.debug_enabled():
             raise

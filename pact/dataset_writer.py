@@ -53,7 +53,7 @@ from pact.dataset_inputs import SPLITS, InputListing, SourceFile
 from pact.dataset_sources import CopyTaskSettings, is_folder_input, list_inputs
 from pact.encode_cache import EncodeCache, FileResult, describe_differences, encode_into_cache, init_worker
 from pact.encodings import EOS_ID, Tokenizer, get_tokenizer
-from pact.errors import ConfigError, DatasetError, TokenizerMismatchError
+from pact.errors import ConfigError, DatasetError, TokenizerMismatchError, WriteError, no_room_cause
 
 logger = logging.getLogger(__name__)
 
@@ -341,6 +341,13 @@ def _run_workers(
                     "if memory is short"
                 ) from None
             except Exception as error:
+                cause = no_room_cause(error)
+                if cause is not None:
+                    raise WriteError(
+                        f"could not write the encoded {file.location} into {cache.directory}: "
+                        f"{cause.strerror}. Files encoded before it are kept there: free space and "
+                        "run the same command again to resume"
+                    ) from error
                 raise RuntimeError(
                     f"unexpected {type(error).__name__} while encoding {file.location} with tokenizer "
                     f"{tokenizer.name!r}, which is a bug in the tokenizer or in pact"
@@ -498,10 +505,22 @@ def _write_tfds_dataset(
             data_dir=cache.staging_directory,
         )
         # TFDS prints "Downloading and preparing dataset ..." on stdout, which is for results.
-        with contextlib.redirect_stdout(io.StringIO()):
-            builder.download_and_prepare(
-                file_format="array_record", download_dir=cache.staging_directory / "downloads"
-            )
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):
+                builder.download_and_prepare(
+                    file_format="array_record", download_dir=cache.staging_directory / "downloads"
+                )
+        except Exception as error:
+            cause = no_room_cause(error)
+            if cause is None:
+                raise
+            # The half-written split only takes space; the encoded files stay in the cache.
+            shutil.rmtree(cache.staging_directory / name, ignore_errors=True)
+            raise WriteError(
+                f"could not write dataset {name} into {cache.staging_directory}: {cause.strerror}. "
+                f"The encoded files are kept in {cache.directory}: free space and run the same "
+                "command again to finish without encoding them again"
+            ) from error
 
     staged = cache.staging_directory / name / DATASET_VERSION
     source_files = {

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -251,7 +252,15 @@ def encode_into_cache(file: SourceFile) -> FileResult:
 
     tokens_path = _worker_files_directory / f"{key}.npy"
     temporary = tokens_path.with_name(f"{key}.tmp{os.getpid()}.npy")
-    np.save(temporary, ids)
+    # Serialise in memory and write with Python's file API: numpy's own file writes report a
+    # full device as a short write with no errno, which the caller could not tell from a bug.
+    buffer = io.BytesIO()
+    np.save(buffer, ids)
+    try:
+        temporary.write_bytes(buffer.getbuffer())
+    except OSError:
+        temporary.unlink(missing_ok=True)
+        raise
     os.replace(temporary, tokens_path)
     return FileResult(file.source, num_tokens=int(ids.shape[0]), skip_reason=None)
 

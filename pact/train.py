@@ -397,58 +397,60 @@ def _train_and_evaluate(config: Config, run: RunDir, progress: bool,
     stopped = False
     if start_step >= config.train.steps:
         log.info("run %s already reached step %d of %d", run.path, start_step, config.train.steps)
-    with stop.installed(), _ProgressBar(progress and primary, start_step, config.train.steps) as bar:
-        batches = batch_iterator(train_data, start_step, config.data.worker_count)
-        throughput = _Throughput(tokens_seen)
-        last_saved = start_step
-        while step < config.train.steps:
-            if stop.agreed(step):
-                stopped = True
-                break
-            batch = global_batch(next(batches), shardings.batch, batch_size)
-            params, opt_state, metrics = train_step(params, opt_state, batch, step)
-            throughput.add(metrics["targets"])
-            step += 1
-            if step == start_step + 1:
-                jax.block_until_ready(metrics)
-                log.info("compiled and ran the first step in %.1f s", time.perf_counter() - started)
-                throughput.restart()
+    try:
+        with stop.installed(), _ProgressBar(progress and primary, start_step, config.train.steps) as bar:
+            batches = batch_iterator(train_data, start_step, config.data.worker_count)
+            throughput = _Throughput(tokens_seen)
+            last_saved = start_step
+            while step < config.train.steps:
+                if stop.agreed(step):
+                    stopped = True
+                    break
+                batch = global_batch(next(batches), shardings.batch, batch_size)
+                params, opt_state, metrics = train_step(params, opt_state, batch, step)
+                throughput.add(metrics["targets"])
+                step += 1
+                if step == start_step + 1:
+                    jax.block_until_ready(metrics)
+                    log.info("compiled and ran the first step in %.1f s", time.perf_counter() - started)
+                    throughput.restart()
 
-            if step % config.train.log_every == 0 or step == config.train.steps:
-                metrics = {name: float(value) for name, value in jax.device_get(metrics).items()}
-                summary.tokens_per_second = throughput.read() or summary.tokens_per_second
-                summary.train_loss = metrics["loss"]
-                writer({
-                    "step": step, "split": "train", "loss": metrics["loss"], "nll": metrics["nll"],
-                    "accuracy": metrics["accuracy"], "grad_norm": metrics["grad_norm"],
-                    "learning_rate": float(learning_rate_schedule(config.train)(step - 1)),
-                    "tokens_per_second": summary.tokens_per_second, "time": time.time(),
-                })
-                bar.update(step, loss=metrics["loss"], tokens_per_second=summary.tokens_per_second)
-                if not math.isfinite(metrics["loss"]):
-                    raise FloatingPointError(
-                        f"training loss became {metrics['loss']} at step {step}; lower "
-                        "train.learning_rate or check the data"
-                    )
+                if step % config.train.log_every == 0 or step == config.train.steps:
+                    metrics = {name: float(value) for name, value in jax.device_get(metrics).items()}
+                    summary.tokens_per_second = throughput.read() or summary.tokens_per_second
+                    summary.train_loss = metrics["loss"]
+                    writer({
+                        "step": step, "split": "train", "loss": metrics["loss"], "nll": metrics["nll"],
+                        "accuracy": metrics["accuracy"], "grad_norm": metrics["grad_norm"],
+                        "learning_rate": float(learning_rate_schedule(config.train)(step - 1)),
+                        "tokens_per_second": summary.tokens_per_second, "time": time.time(),
+                    })
+                    bar.update(step, loss=metrics["loss"], tokens_per_second=summary.tokens_per_second)
+                    if not math.isfinite(metrics["loss"]):
+                        raise FloatingPointError(
+                            f"training loss became {metrics['loss']} at step {step}; lower "
+                            "train.learning_rate or check the data"
+                        )
 
-            if eval_batches and (step % config.train.eval_every == 0 or step == config.train.steps):
-                summary.validation = evaluate_batches(eval_step, params, eval_batches)
-                writer({"step": step, "split": "validation", **summary.validation, "time": time.time()})
-                bar.note(f"step {step}: validation NLL {summary.validation['nll']:.4f} nats/token")
-                throughput.restart()
+                if eval_batches and (step % config.train.eval_every == 0 or step == config.train.steps):
+                    summary.validation = evaluate_batches(eval_step, params, eval_batches)
+                    writer({"step": step, "split": "validation", **summary.validation, "time": time.time()})
+                    bar.note(f"step {step}: validation NLL {summary.validation['nll']:.4f} nats/token")
+                    throughput.restart()
 
-            if step % config.train.checkpoint_every == 0:
+                if step % config.train.checkpoint_every == 0:
+                    throughput.restart()
+                    checkpointer.save(step, params, opt_state, {"step": step, "tokens_seen": throughput.tokens_seen})
+                    last_saved = step
+                    throughput.restart()
+
+            # 5. Final checkpoint, also after Ctrl-C or SIGTERM.
+            if step != last_saved:
                 throughput.restart()
                 checkpointer.save(step, params, opt_state, {"step": step, "tokens_seen": throughput.tokens_seen})
-                last_saved = step
-                throughput.restart()
-
-        # 5. Final checkpoint, also after Ctrl-C or SIGTERM.
-        if step != last_saved:
-            throughput.restart()
-            checkpointer.save(step, params, opt_state, {"step": step, "tokens_seen": throughput.tokens_seen})
-    checkpointer.close()
-    writer.close()
+    finally:
+        checkpointer.close()
+        writer.close()
 
     summary.step = step
     summary.interrupted = stopped
@@ -521,6 +523,9 @@ def _initial_state(config: Config, optimizer: optax.GradientTransformation, mesh
     restored = checkpointer.restore_latest(
         with_shardings(abstract_params, shardings.params),
         with_shardings(abstract_opt_state, shardings.opt_state),
+        # NOTE: only process 0 renames damaged steps; in a multi-process run the others keep
+        # their list of steps until they restart, which has not been tested.
+        set_aside_damaged=distributed.is_primary(),
     )
     if restored is not None:
         start_step, params, opt_state, restored_progress = restored
@@ -625,8 +630,12 @@ class _MetricsWriter:
                 self.tensorboard.add_scalar(f"{row['split']}/{name}", value, row["step"])
 
     def close(self) -> None:
-        self.file.close()
-        self.tensorboard.close()
+        # Closing flushes; on a full device that fails too, and the error in flight says why.
+        for closable in (self.file, self.tensorboard):
+            try:
+                closable.close()
+            except OSError as error:
+                log.warning("could not flush the metrics of %s: %s", self.file.name, error)
 
 
 class _NoMetricsWriter:
