@@ -141,10 +141,24 @@ def _batched_product(a: jax.Array, b: jax.Array) -> jax.Array:
     )
 
 
+def _block_size(length: int, max_size: int) -> int:
+    """A block size of at most `max_size` that splits `length` into blocks of nearly equal size.
+
+    1152 keys with chunks of up to 512 become 3 chunks of 384 rather than 3 of 512, a third of
+    them padding.
+    """
+    if length <= max_size:
+        return length
+    count = -(-length // max_size)
+    size = -(-length // count)
+    rounded = -(-size // 16) * 16
+    return rounded if rounded <= max_size else size
+
+
 def _chunk_plan(q, k, q_positions, k_positions, k_valid, chunk_size):
     """Block sizes and the blocked positions and validity shared by both passes."""
-    query_block = min(chunk_size, q.shape[1])
-    key_chunk = min(chunk_size, k.shape[1])
+    query_block = _block_size(q.shape[1], chunk_size)
+    key_chunk = _block_size(k.shape[1], chunk_size)
     # Padded queries sit at position -1 and padded keys at -2, so no padded query equals a
     # padded key's position, and padded keys are invalid.
     q_positions = _pad_to(q_positions, 0, query_block, -1).reshape(-1, query_block)  # [Nq, Qc]
@@ -261,16 +275,22 @@ def _chunked_bwd(window, chunk_size, residuals, d_out):
             step, (zeros, zeros),
             (q_blocks, q_blocks_t, d_out_blocks, d_out_blocks_t, q_positions, log_normaliser, delta),
         )
-        return d_q + d_q_blocks, (d_k_t, d_v_t)
+        # Emit this chunk's gradients as [B, C, H, K] in the operands' dtype, so that putting
+        # the chunks back in order moves whole contiguous blocks.
+        d_k = d_k_t.transpose(0, 3, 1, 2).astype(k.dtype)
+        d_v = d_v_t.transpose(0, 3, 1, 2).astype(v.dtype)
+        return d_q + d_q_blocks, (d_k, d_v)
+
+    def unchunk(x):  # [Nk, B, C, H, K] -> [B, T, H, K]
+        x = x.swapaxes(0, 1)
+        return x.reshape(x.shape[0], -1, *x.shape[3:])[:, :keys]
 
     d_q = jnp.zeros(q_blocks.shape, jnp.float32)
-    d_q, (d_k_t, d_v_t) = jax.lax.scan(key_chunk_pass, d_q, (k_chunks, v_chunks, k_positions, k_valid))
-    d_k = _unblock(d_k_t.swapaxes(-1, -2), keys)
-    d_v = _unblock(d_v_t.swapaxes(-1, -2), keys)
+    d_q, (d_k, d_v) = jax.lax.scan(key_chunk_pass, d_q, (k_chunks, v_chunks, k_positions, k_valid))
     return (
         _unblock(d_q, queries).astype(q.dtype),
-        d_k.astype(k.dtype),
-        d_v.astype(v.dtype),
+        unchunk(d_k),
+        unchunk(d_v),
         None,
         None,
         None,

@@ -234,23 +234,51 @@ class ForwardCache:
     latent_values: jax.Array
 
 
+def token_embedding(config: ModelConfig, *, rngs: nnx.Rngs) -> nnx.Embed:
+    """Token embedding table [V, D]."""
+    if config.vocab_size is None:
+        raise ValueError("ModelConfig.vocab_size must be set before building the model")
+    return nnx.Embed(
+        config.vocab_size, config.num_channels, embedding_init=nnx.initializers.normal(0.02), rngs=rngs
+    )
+
+
+def output_head(config: ModelConfig, *, rngs: nnx.Rngs) -> nnx.Linear:
+    """Untied, zero-initialised output projection [D, V]: training starts from uniform predictions."""
+    return nnx.Linear(
+        config.num_channels, config.vocab_size, kernel_init=nnx.initializers.zeros_init(),
+        dtype=jnp.dtype(config.compute_dtype), preferred_element_type=jnp.float32,
+        dot_general=dot_general, rngs=rngs,
+    )
+
+
+def run_blocks(blocks, x, positions, valid, *, remat: bool, dropout_key=None):
+    """Run causal self-attention blocks over x [B, T, D] at positions [T] with validity [B, T].
+
+    Returns x after the last block and each block's keys and values [B, T, H, K] (before
+    rotary), stacked to [L, B, T, H, K]. With `remat`, each block's activations are recomputed
+    in the backward pass instead of stored.
+    """
+    all_keys, all_values = [], []
+    for block, key in zip(blocks, _split(dropout_key, len(blocks))):
+        if remat:
+            run_block = nnx.remat(lambda b, x, k: b(x, positions, valid, dropout_key=k))
+            x, (keys, values) = run_block(block, x, key)
+        else:
+            x, (keys, values) = block(x, positions, valid, dropout_key=key)
+        all_keys.append(keys)
+        all_values.append(values)
+    return x, jnp.stack(all_keys), jnp.stack(all_values)
+
+
 class PerceiverAR(nnx.Module):
     def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
-        if config.vocab_size is None:
-            raise ValueError("ModelConfig.vocab_size must be set before building the model")
         self.config = config
-        channels = config.num_channels
-        self.embed = nnx.Embed(
-            config.vocab_size, channels, embedding_init=nnx.initializers.normal(0.02), rngs=rngs
-        )
+        self.embed = token_embedding(config, rngs=rngs)
         self.cross_attention = CrossAttentionBlock(config, rngs=rngs)
         self.blocks = nnx.List([SelfAttentionBlock(config, rngs=rngs) for _ in range(config.num_layers)])
-        self.final_norm = nnx.LayerNorm(channels, rngs=rngs)
-        self.head = nnx.Linear(
-            channels, config.vocab_size, kernel_init=nnx.initializers.zeros_init(),
-            dtype=jnp.dtype(config.compute_dtype), preferred_element_type=jnp.float32,
-            dot_general=dot_general, rngs=rngs,
-        )
+        self.final_norm = nnx.LayerNorm(config.num_channels, rngs=rngs)
+        self.head = output_head(config, rngs=rngs)
 
     def __call__(self, inputs: jax.Array, *, num_latents: int | None = None,
                  dropout_key: jax.Array | None = None, latent_mask: jax.Array | None = None) -> jax.Array:
@@ -308,19 +336,14 @@ class PerceiverAR(nnx.Module):
         )
 
         # 4. Causal self-attention over the latents only.
-        latent_keys, latent_values = [], []
-        for block, key in zip(self.blocks, _split(block_key, len(self.blocks))):
-            if config.remat:
-                run_block = nnx.remat(lambda b, x, k: b(x, latent_positions, latent_valid, dropout_key=k))
-                latents, (keys, values) = run_block(block, latents, key)
-            else:
-                latents, (keys, values) = block(latents, latent_positions, latent_valid, dropout_key=key)
-            latent_keys.append(keys)
-            latent_values.append(values)
+        latents, latent_keys, latent_values = run_blocks(
+            self.blocks, latents, latent_positions, latent_valid, remat=config.remat,
+            dropout_key=block_key,
+        )
 
         # 5. Untied head.
         logits = self.head(self.final_norm(latents))  # [B, N, V] float32
-        cache = ForwardCache(input_keys, input_values, jnp.stack(latent_keys), jnp.stack(latent_values))
+        cache = ForwardCache(input_keys, input_values, latent_keys, latent_values)
         return logits, cache
 
 
