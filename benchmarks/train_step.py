@@ -9,7 +9,7 @@ train with the same `pact.train.make_train_step`, optimizer, loss and attention 
 Perceiver AR keeps 256 latents and maestro-small's cross-attend dropout of 0.5, with batch 8
 (B * 256 targets per step). `pact.baseline.DecoderOnly` attends over all M positions in every
 layer and takes a loss at each (B * M targets per step), with batch max(1, 8192 / M) so that
-its long contexts finish in minutes: once a step holds 8192 positions, its tokens per second
+its long contexts finish in minutes. Once a step has 8192 positions, its tokens per second
 hardly depend on the batch.
 
 Each context runs in one process, which
@@ -302,7 +302,10 @@ def _format_gib(value) -> str:
 
 
 def _format_ratio(value, suffix: str = "x") -> str:
-    return "-" if value is None else f"{value:.2f}{suffix}" if value < 1 else f"{value:.1f}{suffix}"
+    if value is None:
+        return "-"
+    digits = 2 if value < 1 else 1
+    return f"{value:.{digits}f}{suffix}"
 
 
 def _table_row(model: str, context: int, result: dict) -> str:
@@ -432,6 +435,7 @@ def target_notes(results: dict, contexts: list[int]) -> list[str]:
         "- Target tokens/s at context 8192, Perceiver AR over decoder-only (target: at least 5x): "
         f"{_format_ratio(wall)} by wall time, {_format_ratio(cpu)} per CPU-second."
     )
+
     shortest = min(contexts)
     latents_only = results.get(("perceiver_ar", shortest), {}).get("tokens_per_cpu_second")
     baseline = results.get(("decoder_only", 8192), {}).get("tokens_per_cpu_second")
@@ -443,6 +447,7 @@ def target_notes(results: dict, contexts: list[int]) -> list[str]:
             "each target still passes through the cross-attention block and six layers, as many "
             "as a decoder-only position, and only the attention over M differs."
         )
+
     slope = _memory_slope(results, contexts)
     memory_ratio = _ratio(results, 16384, "memory_reference_batch")
     notes.append(
@@ -451,6 +456,7 @@ def target_notes(results: dict, contexts: list[int]) -> list[str]:
         f"{_format_ratio(memory_ratio, '')} of the decoder-only model's memory at the same batch "
         "(target: at most 0.25, or the decoder-only model does not fit)."
     )
+
     reference = results.get(("perceiver_ar", REFERENCE_CONTEXT), {})
     if "mfu" in reference:
         notes.append(
