@@ -22,10 +22,10 @@ Each context runs in one process, which
 Models whose compiled step needs more than `--memory-budget-gib`, or whose warm-up step takes
 longer than `--max-step-seconds`, are recorded as such instead of timed.
 
-The parent process turns medians over rounds into target tokens per second (of wall time and of
-CPU time) and model FLOPs utilisation (`pact.flops` model FLOPs per second over the round's
-peak), then writes docs/benchmarks/train_step.json, the plot docs/benchmarks/train_step.png and
-a self-contained section of docs/benchmarks.md, replaced on every run.
+The parent process turns medians over rounds into target tokens per second, of wall time and
+of CPU time, and into model FLOPs utilisation: `pact.flops` model FLOPs per second over the
+round's peak. It writes docs/benchmarks/train_step.json, the plot docs/benchmarks/train_step.png
+and a self-contained section of docs/benchmarks.md, replaced on every run.
 """
 
 from __future__ import annotations
@@ -319,7 +319,7 @@ def _table_row(model: str, context: int, result: dict) -> str:
     return "| " + " | ".join(cells) + " |"
 
 
-def markdown_section(results: dict, contexts: list[int], args, meta: dict) -> str:
+def markdown_section(results: dict, contexts: list[int], meta: dict) -> str:
     lines = [SECTION_TITLE, ""]
     lines += [
         f"Measured {meta['date']} on {meta['machine']}, jax {meta['jax']}. Load average "
@@ -328,10 +328,10 @@ def markdown_section(results: dict, contexts: list[int], args, meta: dict) -> st
         "",
         f"    {meta['command']}",
         "",
-        "Both models have the maestro-small shape (width 256, 4 heads, 6 layers, MLP width 1024, "
-        f"vocabulary {args.vocab_size}, bfloat16 matmuls with float32 accumulation, dropout 0.1) "
-        "and train with the same step function, optimizer and attention kernel (chunked, blocks of "
-        f"up to {meta['chunk_size']} positions). Perceiver AR has {args.latents} latents and "
+        "Both models have the maestro-small shape: width 256, 4 heads, 6 layers, MLP width 1024, "
+        f"vocabulary {meta['vocab_size']}, bfloat16 matmuls with float32 accumulation and dropout 0.1. "
+        "They train with the same step function, optimizer and attention kernel (chunked, blocks of "
+        f"up to {meta['chunk_size']} positions). Perceiver AR has {meta['latents']} latents and "
         "maestro-small's cross-attend dropout of 0.5, so half of the context is neither embedded "
         "nor attended in training; its targets per step are batch x latents. The decoder-only "
         "model attends causally over all M positions in every layer and has a target at each, "
@@ -435,6 +435,15 @@ def target_notes(results: dict, contexts: list[int]) -> list[str]:
         "- Target tokens/s at context 8192, Perceiver AR over decoder-only (target: at least 5x): "
         f"{_format_ratio(wall)} by wall time, {_format_ratio(cpu)} per CPU-second."
     )
+    ours, theirs = results.get(("perceiver_ar", 8192), {}), results.get(("decoder_only", 8192), {})
+    if "model_flops" in ours and "model_flops" in theirs:
+        our_flops = ours["model_flops"] / ours["targets_per_step"]
+        their_flops = theirs["model_flops"] / theirs["targets_per_step"]
+        notes.append(
+            f"  Per target, Perceiver AR needs {our_flops / 1e6:.1f} model MFLOPs at 8192 and the "
+            f"decoder-only model {their_flops / 1e6:.1f}, a ratio of {their_flops / our_flops:.2f}: "
+            "at equal utilisation that is the speed ratio, and both models reach similar MFU here."
+        )
 
     shortest = min(contexts)
     latents_only = results.get(("perceiver_ar", shortest), {}).get("tokens_per_cpu_second")
@@ -443,8 +452,8 @@ def target_notes(results: dict, contexts: list[int]) -> list[str]:
         notes.append(
             f"  At context {shortest} Perceiver AR has its latents and nothing else to attend; it trains "
             f"{latents_only:,.0f} target tokens per CPU-second. Even a cross-attention over the context "
-            f"that cost nothing would therefore give at most {latents_only / baseline:.1f}x at 8192: "
-            "each target still passes through the cross-attention block and six layers, as many "
+            f"that cost nothing would therefore give at most {latents_only / baseline:.1f}x at 8192. "
+            "Each target still passes through the cross-attention block and six layers, as many "
             "as a decoder-only position, and only the attention over M differs."
         )
 
@@ -452,7 +461,7 @@ def target_notes(results: dict, contexts: list[int]) -> list[str]:
     memory_ratio = _ratio(results, 16384, "memory_reference_batch")
     notes.append(
         "- Perceiver AR memory against context (target: at most linear): log-log slope "
-        f"{'-' if slope is None else f'{slope:.2f}'} between its two longest contexts; at 16384 it needs "
+        f"{'-' if slope is None else f'{slope:.2f}'} between its two longest contexts. At 16384 it needs "
         f"{_format_ratio(memory_ratio, '')} of the decoder-only model's memory at the same batch "
         "(target: at most 0.25, or the decoder-only model does not fit)."
     )
@@ -487,6 +496,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="fewer rounds (at least 1) for models whose steps would take longer")
     parser.add_argument("--worker-timeout", type=int, default=2400, help="seconds before a context's process is stopped")
     parser.add_argument("--output", type=Path, default=ROOT / "docs" / "benchmarks.md")
+    parser.add_argument("--rewrite-docs", action="store_true",
+                        help="rewrite the docs section and plot from the saved JSON results, without measuring")
     parser.add_argument("--worker", type=int, metavar="CONTEXT", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.rounds is None:
@@ -494,6 +505,15 @@ def main(argv: list[str] | None = None) -> None:
 
     if args.worker:
         print(json.dumps(run_worker(args.worker, args)), flush=True)
+        return
+
+    plot = args.output.parent / "benchmarks" / "train_step.png"
+    results_path = plot.parent / "train_step.json"
+    if args.rewrite_docs:
+        saved = json.loads(results_path.read_text())
+        results = {(result["model"], result["context"]): result for result in saved["results"]}
+        contexts = sorted({context for _, context in results})
+        write_docs(args, results, contexts, saved["meta"], plot)
         return
 
     # Context N (the latents alone) measures Perceiver AR's cost without any context to attend.
@@ -515,17 +535,23 @@ def main(argv: list[str] | None = None) -> None:
 
     chunk_size = next((r["chunk_size"] for r in results.values() if "chunk_size" in r), args.chunk_size)
     command = "python benchmarks/train_step.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    plot = args.output.parent / "benchmarks" / "train_step.png"
     meta.update({
         "date": datetime.date.today().isoformat(), "machine": machine_description(), "jax": jax.__version__,
         "command": command.strip(), "chunk_size": chunk_size, "load_after": _load_average(),
         "plot": plot.relative_to(args.output.parent).as_posix(),
+        "vocab_size": args.vocab_size, "latents": args.latents,
     })
+    raw = [{**result, "model": model, "context": context} for (model, context), result in results.items()]
+    results_path.parent.mkdir(parents=True, exist_ok=True)
+    results_path.write_text(json.dumps({"meta": meta, "results": raw}, indent=1))
+    write_docs(args, results, contexts, meta, plot)
+
+
+def write_docs(args, results: dict, contexts: list[int], meta: dict, plot: Path) -> None:
+    """Write the plot and the docs section from measured results, and print the target notes."""
     meta["notes"] = target_notes(results, contexts)
     write_plot(plot, results, contexts)
-    raw = [{**result, "model": model, "context": context} for (model, context), result in results.items()]
-    (plot.parent / "train_step.json").write_text(json.dumps({"meta": meta, "results": raw}, indent=1))
-    write_section(args.output, markdown_section(results, contexts, args, meta))
+    write_section(args.output, markdown_section(results, contexts, meta))
     print("\n".join(meta["notes"]))
 
 

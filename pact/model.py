@@ -19,6 +19,11 @@ Choices where the original code and its Flaxformer port differ:
 - MLPs use squared ReLU by default (original) with 4x hidden width; pre-norm LayerNorms; the
   cross-attention normalises queries and keys/values with separate LayerNorms (original).
 - The output head is untied and zero-initialised, so training starts from uniform predictions.
+- Cross-attend dropout keeps round((1 - rate) * (T - N)) context positions per example, drawn
+  without replacement, and drops the rest before they are embedded, so training skips their
+  projections and attention. The original masks Bernoulli draws instead (and can subsample a
+  fixed number of inputs with `train_input_positions`); either way each position is kept with
+  probability 1 - rate.
 
 The number of latents is not a parameter: pass `num_latents` at call time to trade compute for
 quality at evaluation or sampling time.
@@ -109,8 +114,8 @@ class Attention(nnx.Module):
     def keys_values(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
         """Keys and values [B, T, H, K] of x [B, T, D], before rotary.
 
-        One product with the two kernels side by side [D, 2D] reads x once instead of twice;
-        for the cross-attention x holds every input, the largest activation of the model.
+        One product with the two kernels side by side [D, 2D] reads x once instead of twice.
+        In the cross-attention x is the embedded inputs, the largest activation of the model.
         """
         kernel = jnp.concatenate([self.key.kernel[...], self.value.kernel[...]], axis=1)
         keys_values = dot_general(
@@ -313,10 +318,10 @@ class PerceiverAR(nnx.Module):
         context = length - num_latents
         key_positions, key_tokens = positions, inputs  # [T], [B, T]
         if mask_key is not None and config.cross_attend_dropout > 0.0:
-            kept = context - round(context * config.cross_attend_dropout)
+            num_kept = context - round(context * config.cross_attend_dropout)
             shuffled = jnp.argsort(jax.random.uniform(mask_key, (batch, context)), axis=1)
             latent_columns = jnp.broadcast_to(positions[context:], (batch, num_latents))
-            key_positions = jnp.concatenate([shuffled[:, :kept], latent_columns], axis=1)  # [B, T']
+            key_positions = jnp.concatenate([shuffled[:, :num_kept], latent_columns], axis=1)  # [B, T']
             key_tokens = jnp.take_along_axis(inputs, key_positions, axis=1)  # [B, T']
 
         # 2. Embed the key inputs; the last N embeddings start the latents.

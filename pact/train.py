@@ -26,6 +26,7 @@ import numpy as np
 import optax
 from flax import nnx
 
+from pact.allocator import retain_freed_memory
 from pact.checkpoint import Checkpointer, abstract_like
 from pact.config import Config, TrainConfig
 from pact.errors import ConfigError
@@ -277,6 +278,8 @@ def train_and_evaluate(config: Config, run_dir: str | Path, *, progress: bool = 
     from pact.datasets import open_dataset
     from pact.encodings import tokenizer_from_spec
 
+    # Reuse freed memory across steps instead of page-faulting it in again (see pact.allocator).
+    retain_freed_memory()
     run = RunDir(run_dir)
 
     # 1. Configuration, dataset and tokenizer. A resumed run uses its saved config.
