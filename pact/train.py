@@ -279,6 +279,7 @@ def train_and_evaluate(config: Config, run_dir: str | Path, *, progress: bool = 
     from pact.encodings import tokenizer_from_spec
 
     # Reuse freed memory across steps instead of page-faulting it in again (see pact.allocator).
+    # This must run before the first JAX computation of the process.
     retain_freed_memory()
     run = RunDir(run_dir)
 
