@@ -129,7 +129,7 @@ class Attention(nnx.Module):
         """Rotate, attend and project: q [B, Q, H, K], k and v [B, T, H, K] -> [B, Q, D] float32."""
         q = apply_rotary(q, q_positions, self.rotary_dim, self.rotary_base)
         k = apply_rotary(k, k_positions, self.rotary_dim, self.rotary_base)
-        kernel = resolve_kernel(self.kernel, k.shape[1], self.chunk_size)
+        kernel = resolve_kernel(self.kernel, q.shape[1], k.shape[1], self.chunk_size)
         out = attention(
             q, k, v, q_positions, k_positions, k_valid,
             window=window, kernel=kernel, chunk_size=self.chunk_size,

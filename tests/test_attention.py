@@ -5,7 +5,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from pact.attention import _block_size, attention_mask, chunked_attention, cudnn_attention, xla_attention
+from pact.attention import (
+    _block_size,
+    attention_mask,
+    chunked_attention,
+    cudnn_attention,
+    resolve_kernel,
+    xla_attention,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -144,3 +151,11 @@ def test_block_size_splits_evenly():
     assert _block_size(1152, 512) == 384  # 3 chunks of 384, no padding
     assert _block_size(2048, 512) == 512
     assert _block_size(41, 8) == 7  # rounding 7 up to 16 would exceed 8
+
+
+def test_auto_kernel_by_query_count():
+    if jax.default_backend() == "gpu":
+        pytest.skip("GPUs resolve auto to cuDNN")
+    assert resolve_kernel("auto", 1, 2048, 1024) == "xla"  # decoding one token
+    assert resolve_kernel("auto", 256, 256, 1024) == "chunked"  # a training step's latents
+    assert resolve_kernel("chunked", 1, 2048, 1024) == "chunked"
