@@ -465,6 +465,14 @@ def target_notes(results: dict, contexts: list[int]) -> list[str]:
         f"{_format_ratio(memory_ratio, '')} of the decoder-only model's memory at the same batch "
         "(target: at most 0.25, or the decoder-only model does not fit)."
     )
+    machine_memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    too_large = [context for context in contexts
+                 if results.get(("decoder_only", context), {}).get("memory_reference_batch", 0) > machine_memory]
+    if too_large:
+        notes.append(
+            f"  At batch 8 the decoder-only step needs more than this machine's {machine_memory / GIB:.0f} GiB "
+            f"at context {', '.join(map(str, too_large))}; it ran there only at batch 1."
+        )
 
     reference = results.get(("perceiver_ar", REFERENCE_CONTEXT), {})
     if "mfu" in reference:
