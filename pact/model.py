@@ -19,6 +19,11 @@ Choices where the original code and its Flaxformer port differ:
 - MLPs use squared ReLU by default (original) with 4x hidden width; pre-norm LayerNorms; the
   cross-attention normalises queries and keys/values with separate LayerNorms (original).
 - The output head is untied and zero-initialised, so training starts from uniform predictions.
+- Cross-attend dropout keeps round((1 - rate) * (T - N)) context positions per example, drawn
+  without replacement, and drops the rest before they are embedded, so training skips their
+  projections and attention. The original masks Bernoulli draws instead (and can subsample a
+  fixed number of inputs with `train_input_positions`); either way each position is kept with
+  probability 1 - rate.
 
 The number of latents is not a parameter: pass `num_latents` at call time to trade compute for
 quality at evaluation or sampling time.
@@ -34,6 +39,7 @@ from flax import nnx
 
 from pact.attention import attention, resolve_kernel
 from pact.config import ModelConfig
+from pact.precision import dot_general
 
 PAD_ID = 0
 
@@ -47,14 +53,14 @@ def rotary_channels(head_channels: int, fraction: float) -> int:
 
 
 def apply_rotary(x: jax.Array, positions: jax.Array, rotary_dim: int, base: float) -> jax.Array:
-    """Rotate the first `rotary_dim` channels of x [B, T, H, K] by positions [T] (rotate-half)."""
+    """Rotate the first `rotary_dim` channels of x [B, T, H, K] by positions [T] or [B, T] (rotate-half)."""
     if rotary_dim == 0:
         return x
     half = rotary_dim // 2
     frequencies = base ** (-jnp.arange(half, dtype=jnp.float32) / half)  # [K_r / 2]
-    angles = positions.astype(jnp.float32)[:, None] * frequencies[None, :]  # [T, K_r / 2]
-    sin = jnp.sin(angles)[None, :, None, :]  # [1, T, 1, K_r / 2]
-    cos = jnp.cos(angles)[None, :, None, :]
+    angles = positions.astype(jnp.float32)[..., None] * frequencies  # [(B,) T, K_r / 2]
+    sin = jnp.sin(angles)[..., None, :]  # [(B,) T, 1, K_r / 2]
+    cos = jnp.cos(angles)[..., None, :]
     rotated = x[..., :rotary_dim].astype(jnp.float32)
     first, second = rotated[..., :half], rotated[..., half:]
     rotated = jnp.concatenate([first * cos - second * sin, second * cos + first * sin], axis=-1)
@@ -86,7 +92,8 @@ class Attention(nnx.Module):
     def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
         channels, heads = config.num_channels, config.num_heads
         dtype = jnp.dtype(config.compute_dtype)
-        linear = dict(use_bias=False, dtype=dtype, preferred_element_type=jnp.float32, rngs=rngs)
+        linear = dict(use_bias=False, dtype=dtype, preferred_element_type=jnp.float32,
+                      dot_general=dot_general, rngs=rngs)
         self.query = nnx.Linear(channels, channels, **linear)
         self.key = nnx.Linear(channels, channels, **linear)
         self.value = nnx.Linear(channels, channels, **linear)
@@ -105,13 +112,24 @@ class Attention(nnx.Module):
         return self._heads(self.query(x))
 
     def keys_values(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
-        return self._heads(self.key(x)), self._heads(self.value(x))
+        """Keys and values [B, T, H, K] of x [B, T, D], before rotary.
+
+        One product with the two kernels side by side [D, 2D] reads x once instead of twice.
+        In the cross-attention x is the embedded inputs, the largest activation of the model.
+        """
+        kernel = jnp.concatenate([self.key.kernel[...], self.value.kernel[...]], axis=1)
+        keys_values = dot_general(
+            x.astype(self.compute_dtype), kernel.astype(self.compute_dtype),
+            (((x.ndim - 1,), (0,)), ((), ())), preferred_element_type=jnp.float32,
+        )  # [B, T, 2D] float32
+        keys, values = jnp.split(keys_values, 2, axis=-1)
+        return self._heads(keys), self._heads(values)
 
     def attend(self, q, k, v, q_positions, k_positions, k_valid, *, window=None) -> jax.Array:
         """Rotate, attend and project: q [B, Q, H, K], k and v [B, T, H, K] -> [B, Q, D] float32."""
         q = apply_rotary(q, q_positions, self.rotary_dim, self.rotary_base)
         k = apply_rotary(k, k_positions, self.rotary_dim, self.rotary_base)
-        kernel = resolve_kernel(self.kernel, k.shape[1], self.chunk_size)
+        kernel = resolve_kernel(self.kernel, q.shape[1], k.shape[1], self.chunk_size)
         out = attention(
             q, k, v, q_positions, k_positions, k_valid,
             window=window, kernel=kernel, chunk_size=self.chunk_size,
@@ -124,7 +142,7 @@ class MLP(nnx.Module):
         channels = config.num_channels
         hidden = channels * config.mlp_ratio
         dtype = jnp.dtype(config.compute_dtype)
-        linear = dict(dtype=dtype, preferred_element_type=jnp.float32, rngs=rngs)
+        linear = dict(dtype=dtype, preferred_element_type=jnp.float32, dot_general=dot_general, rngs=rngs)
         self.up = nnx.Linear(channels, hidden, **linear)
         self.down = nnx.Linear(hidden, channels, **linear)
         self.activation = config.activation
@@ -210,6 +228,9 @@ class ForwardCache:
 
     input_keys, input_values    [B, T, H, K]     cross-attention keys of every input, before rotary
     latent_keys, latent_values  [L, B, N, H, K]  each self-attention layer's latent keys
+
+    With a dropout key (training), the input keys cover only the inputs kept by cross-attend
+    dropout, in a random order; the sampler runs without one.
     """
 
     input_keys: jax.Array
@@ -218,22 +239,51 @@ class ForwardCache:
     latent_values: jax.Array
 
 
+def token_embedding(config: ModelConfig, *, rngs: nnx.Rngs) -> nnx.Embed:
+    """Token embedding table [V, D]."""
+    if config.vocab_size is None:
+        raise ValueError("ModelConfig.vocab_size must be set before building the model")
+    return nnx.Embed(
+        config.vocab_size, config.num_channels, embedding_init=nnx.initializers.normal(0.02), rngs=rngs
+    )
+
+
+def output_head(config: ModelConfig, *, rngs: nnx.Rngs) -> nnx.Linear:
+    """Untied, zero-initialised output projection [D, V]: training starts from uniform predictions."""
+    return nnx.Linear(
+        config.num_channels, config.vocab_size, kernel_init=nnx.initializers.zeros_init(),
+        dtype=jnp.dtype(config.compute_dtype), preferred_element_type=jnp.float32,
+        dot_general=dot_general, rngs=rngs,
+    )
+
+
+def run_blocks(blocks, x, positions, valid, *, remat: bool, dropout_key=None):
+    """Run causal self-attention blocks over x [B, T, D] at positions [T] with validity [B, T].
+
+    Returns x after the last block and each block's keys and values [B, T, H, K] (before
+    rotary), stacked to [L, B, T, H, K]. With `remat`, each block's activations are recomputed
+    in the backward pass instead of stored.
+    """
+    all_keys, all_values = [], []
+    for block, key in zip(blocks, _split(dropout_key, len(blocks))):
+        if remat:
+            run_block = nnx.remat(lambda b, x, k: b(x, positions, valid, dropout_key=k))
+            x, (keys, values) = run_block(block, x, key)
+        else:
+            x, (keys, values) = block(x, positions, valid, dropout_key=key)
+        all_keys.append(keys)
+        all_values.append(values)
+    return x, jnp.stack(all_keys), jnp.stack(all_values)
+
+
 class PerceiverAR(nnx.Module):
     def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
-        if config.vocab_size is None:
-            raise ValueError("ModelConfig.vocab_size must be set before building the model")
         self.config = config
-        channels = config.num_channels
-        self.embed = nnx.Embed(
-            config.vocab_size, channels, embedding_init=nnx.initializers.normal(0.02), rngs=rngs
-        )
+        self.embed = token_embedding(config, rngs=rngs)
         self.cross_attention = CrossAttentionBlock(config, rngs=rngs)
         self.blocks = nnx.List([SelfAttentionBlock(config, rngs=rngs) for _ in range(config.num_layers)])
-        self.final_norm = nnx.LayerNorm(channels, rngs=rngs)
-        self.head = nnx.Linear(
-            channels, config.vocab_size, kernel_init=nnx.initializers.zeros_init(),
-            dtype=jnp.dtype(config.compute_dtype), preferred_element_type=jnp.float32, rngs=rngs,
-        )
+        self.final_norm = nnx.LayerNorm(config.num_channels, rngs=rngs)
+        self.head = output_head(config, rngs=rngs)
 
     def __call__(self, inputs: jax.Array, *, num_latents: int | None = None,
                  dropout_key: jax.Array | None = None, latent_mask: jax.Array | None = None) -> jax.Array:
@@ -258,46 +308,47 @@ class PerceiverAR(nnx.Module):
             raise ValueError(f"num_latents={num_latents} exceeds the input length {length}")
         mask_key, cross_key, block_key = _split(dropout_key, 3)
 
-        # 1. Embed every input; the last N embeddings start the latents.
+        # 1. Cross-attend dropout (training only): keep a random subset of the context
+        #    positions as keys, drawn per example and shared by all latents and heads. The
+        #    count is fixed, round((1 - rate) * context), so shapes stay static and the dropped
+        #    inputs are never embedded or projected; each position is still kept with
+        #    probability 1 - rate. The latents' own positions are always kept, so every latent
+        #    keeps the keys from the first latent up to itself.
         positions = jnp.arange(length)  # [T]
-        valid = inputs != PAD_ID  # [B, T]
-        embedded = self.embed(inputs)  # [B, T, D]
-        latents = embedded[:, length - num_latents:]  # [B, N, D]
-        latent_positions = positions[length - num_latents:]  # [N]
-        latent_valid = valid[:, length - num_latents:]  # [B, N]
+        context = length - num_latents
+        key_positions, key_tokens = positions, inputs  # [T], [B, T]
+        if mask_key is not None and config.cross_attend_dropout > 0.0:
+            num_kept = context - round(context * config.cross_attend_dropout)
+            shuffled = jnp.argsort(jax.random.uniform(mask_key, (batch, context)), axis=1)
+            latent_columns = jnp.broadcast_to(positions[context:], (batch, num_latents))
+            key_positions = jnp.concatenate([shuffled[:, :num_kept], latent_columns], axis=1)  # [B, T']
+            key_tokens = jnp.take_along_axis(inputs, key_positions, axis=1)  # [B, T']
+
+        # 2. Embed the key inputs; the last N embeddings start the latents.
+        embedded = self.embed(key_tokens)  # [B, T', D]
+        key_valid = key_tokens != PAD_ID  # [B, T']
+        latents = embedded[:, -num_latents:]  # [B, N, D]
+        latent_positions = positions[context:]  # [N]
+        latent_valid = inputs[:, context:] != PAD_ID  # [B, N]
         if latent_mask is not None:
             latent_valid = latent_valid & latent_mask[None, :]
 
-        # 2. Cross-attend dropout: drop context positions as keys, one draw per example and
-        #    position shared by all latents and heads. The latents' own positions are never
-        #    dropped, so every latent keeps the keys from the first latent up to itself.
-        key_valid = valid
-        if mask_key is not None and config.cross_attend_dropout > 0.0:
-            context = length - num_latents
-            keep = jax.random.bernoulli(mask_key, 1.0 - config.cross_attend_dropout, (batch, context))
-            key_valid = key_valid.at[:, :context].set(valid[:, :context] & keep)
-
-        # 3. One cross-attention from the latents onto all inputs.
+        # 3. One cross-attention from the latents onto the key inputs.
         input_keys, input_values = self.cross_attention.input_keys_values(embedded)
         latents = self.cross_attention(
-            latents, latent_positions, input_keys, input_values, positions, key_valid,
+            latents, latent_positions, input_keys, input_values, key_positions, key_valid,
             dropout_key=cross_key,
         )
 
         # 4. Causal self-attention over the latents only.
-        latent_keys, latent_values = [], []
-        for block, key in zip(self.blocks, _split(block_key, len(self.blocks))):
-            if config.remat:
-                run_block = nnx.remat(lambda b, x, k: b(x, latent_positions, latent_valid, dropout_key=k))
-                latents, (keys, values) = run_block(block, latents, key)
-            else:
-                latents, (keys, values) = block(latents, latent_positions, latent_valid, dropout_key=key)
-            latent_keys.append(keys)
-            latent_values.append(values)
+        latents, latent_keys, latent_values = run_blocks(
+            self.blocks, latents, latent_positions, latent_valid, remat=config.remat,
+            dropout_key=block_key,
+        )
 
         # 5. Untied head.
         logits = self.head(self.final_norm(latents))  # [B, N, V] float32
-        cache = ForwardCache(input_keys, input_values, jnp.stack(latent_keys), jnp.stack(latent_values))
+        cache = ForwardCache(input_keys, input_values, latent_keys, latent_values)
         return logits, cache
 
 

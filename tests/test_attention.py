@@ -5,7 +5,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from pact.attention import attention_mask, chunked_attention, cudnn_attention, xla_attention
+from pact.attention import (
+    _block_size,
+    attention_mask,
+    chunked_attention,
+    cudnn_attention,
+    resolve_kernel,
+    xla_attention,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -92,3 +99,63 @@ def test_bfloat16_inputs_accumulate_in_float32():
     assert low.dtype == jnp.float32
     # bfloat16 keeps 8 bits of mantissa: errors of a few 1e-2 on unit-scale values.
     np.testing.assert_allclose(np.asarray(low), np.asarray(exact), atol=0.06)
+
+
+def _self_attention_inputs(seed=5, batch=2, length=41, heads=3, channels=8):
+    """Queries at every key position, as in a decoder-only model: many query blocks."""
+    q, k, v, _, k_positions, k_valid = _inputs(seed, batch, length, length, heads, channels)
+    return q, k, v, jnp.arange(length), k_positions, k_valid
+
+
+@pytest.mark.parametrize("chunk_size", [8, 16])
+def test_chunked_query_blocks_match_dense(chunk_size):
+    # 41 queries in blocks of at most 8 or 16, the last one padded.
+    q, k, v, q_positions, k_positions, k_valid = _self_attention_inputs()
+    weights = jnp.asarray(np.random.default_rng(6).normal(size=q.shape), jnp.float32)
+
+    def objective(kernel):
+        return lambda q, k, v: (kernel(q, k, v) * weights).sum()
+
+    def dense(q, k, v):
+        return xla_attention(q, k, v, q_positions, k_positions, k_valid)
+
+    def chunked(q, k, v):
+        return chunked_attention(q, k, v, q_positions, k_positions, k_valid, None, chunk_size)
+
+    np.testing.assert_allclose(np.asarray(chunked(q, k, v)), np.asarray(dense(q, k, v)), atol=2e-6)
+    expected = jax.grad(objective(dense), argnums=(0, 1, 2))(q, k, v)
+    got = jax.grad(objective(chunked), argnums=(0, 1, 2))(q, k, v)
+    for name, a, b in zip("qkv", expected, got):
+        np.testing.assert_allclose(np.asarray(b), np.asarray(a), atol=5e-6, err_msg=f"d{name}")
+
+
+def test_per_example_key_positions():
+    # Keys in a different random order in each example, as cross-attend dropout leaves them:
+    # the same keys at the same positions, permuted, give the output of the ordered keys.
+    q, k, v, q_positions, k_positions, k_valid = _inputs(seed=7)
+    rng = np.random.default_rng(8)
+    order = jnp.asarray(np.stack([rng.permutation(k.shape[1]) for _ in range(k.shape[0])]))  # [B, T]
+    shuffled_k = jnp.take_along_axis(k, order[:, :, None, None], axis=1)
+    shuffled_v = jnp.take_along_axis(v, order[:, :, None, None], axis=1)
+    shuffled_valid = jnp.take_along_axis(k_valid, order, axis=1)
+    expected = xla_attention(q, k, v, q_positions, k_positions, k_valid, 9)
+
+    dense = xla_attention(q, shuffled_k, shuffled_v, q_positions, order, shuffled_valid, 9)
+    chunked = chunked_attention(q, shuffled_k, shuffled_v, q_positions, order, shuffled_valid, 9, 8)
+    np.testing.assert_allclose(np.asarray(dense), np.asarray(expected), atol=2e-6)
+    np.testing.assert_allclose(np.asarray(chunked), np.asarray(expected), atol=2e-6)
+
+
+def test_block_size_splits_evenly():
+    assert _block_size(256, 512) == 256
+    assert _block_size(1152, 512) == 384  # 3 chunks of 384, no padding
+    assert _block_size(2048, 512) == 512
+    assert _block_size(41, 8) == 7  # rounding 7 up to 16 would exceed 8
+
+
+def test_auto_kernel_by_query_count():
+    if jax.default_backend() == "gpu":
+        pytest.skip("GPUs resolve auto to cuDNN")
+    assert resolve_kernel("auto", 1, 2048, 1024) == "xla"  # decoding one token
+    assert resolve_kernel("auto", 256, 256, 1024) == "chunked"  # a training step's latents
+    assert resolve_kernel("chunked", 1, 2048, 1024) == "chunked"

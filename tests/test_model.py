@@ -191,3 +191,19 @@ def test_remat_gives_same_gradients():
     remat = jax.tree.leaves(gradients(_config(remat=True)))
     for a, b in zip(plain, remat):
         np.testing.assert_allclose(np.asarray(b), np.asarray(a), atol=1e-6)
+
+
+def test_cross_attend_dropout_keeps_fixed_subset():
+    # 24 context positions at rate 0.5 leave 12 of them, plus the 8 latents, as keys.
+    model = _model(_config(cross_attend_dropout=0.5))
+    inputs = _tokens(13)
+    _, cache = model.forward(inputs, dropout_key=jax.random.key(0))
+    assert cache.input_keys.shape[:2] == (2, 12 + LATENTS)
+    _, evaluation_cache = model.forward(inputs)
+    assert evaluation_cache.input_keys.shape[:2] == (2, CONTEXT)
+
+    first = model(inputs, dropout_key=jax.random.key(0))
+    again = model(inputs, dropout_key=jax.random.key(0))
+    other = model(inputs, dropout_key=jax.random.key(1))
+    np.testing.assert_array_equal(np.asarray(first), np.asarray(again))
+    assert not np.allclose(np.asarray(first), np.asarray(other))
