@@ -12,8 +12,6 @@ Examples:
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -165,11 +163,7 @@ def _ids_from_document(document: dict[str, Any], tokenizer, path: Path):
 
 def _write_text_atomically(path: Path, text: str) -> None:
     """Write to a temporary file beside `path`, then rename, so a crash never leaves half a file."""
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as file:
-            file.write(text)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    from pact.atomic_files import atomic_output
+
+    with atomic_output(path) as temporary:
+        temporary.write_text(text, encoding="utf-8")

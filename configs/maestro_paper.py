@@ -1,11 +1,11 @@
 """maestro-paper: the paper's reported size for piano performances, for accelerators.
 
-    pact train gs://bucket/runs/piano --config maestro-paper --data DATA_DIR/maestro
+    pact train /shared/runs/piano --config maestro-paper --data DATA_DIR/maestro
 
 1024 latents, 24 self-attention layers and a 32,768-token context are the sizes the authors
 reported for their transcribed-piano model (NLL 1.2418). Width, heads and batch are pact's
-choice for that depth (about 300M parameters). Train on a GPU node or TPU slice; see
-docs/scaling.md for the mesh settings.
+choice for that depth (about 300M parameters). Train on a GPU node or TPU slice, with the run
+directory on a file system every host shares; see docs/scaling.md for the mesh settings.
 """
 
 from pact.config import Config, DataConfig, ModelConfig, TrainConfig

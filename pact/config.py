@@ -54,7 +54,7 @@ class ModelConfig:
     attention: str = "auto"
     """Attention kernel: auto, xla, chunked (memory-efficient online softmax) or cudnn."""
     attention_chunk_size: int = 1024
-    """Key positions per chunk of the chunked attention."""
+    """Query and key positions per block of the chunked attention."""
     remat: bool = False
     """Recompute each block's activations in the backward pass to save memory."""
 
