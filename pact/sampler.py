@@ -300,6 +300,18 @@ class GenerationResult:
         return float(self.lengths.sum()) / max(self.decode_seconds, 1e-9)
 
 
+def _matmul_weights_in(params: dict, dtype: jnp.dtype) -> dict:
+    """Store every matmul kernel in the compute dtype, which the layers cast it to anyway.
+
+    A cached step reads every weight once for one event, so it is bound by memory traffic: a
+    bfloat16 copy halves the bytes read per step and leaves every result unchanged.
+    """
+    def convert(path, value):
+        return value.astype(dtype) if getattr(path[-1], "key", None) == "kernel" else value
+
+    return jax.tree_util.tree_map_with_path(convert, params)
+
+
 class Sampler:
     """Generates continuations of one prompt as B variations in lockstep.
 
@@ -318,7 +330,8 @@ class Sampler:
                 f"latents={self.num_latents} is invalid: use 1 to {self.config.num_latents}, "
                 "the latents the model was trained with"
             )
-        self.graphdef, self.params = nnx.split(model)
+        self.graphdef, state = nnx.split(model)
+        self.params = _matmul_weights_in(nnx.to_pure_dict(state), jnp.dtype(self.config.compute_dtype))
         self.sampling = sampling
         self.use_cache = use_cache
         self.chunk_size = chunk_size
