@@ -300,8 +300,8 @@ class GenerationResult:
         return float(self.lengths.sum()) / max(self.decode_seconds, 1e-9)
 
 
-def _matmul_weights_in(params: dict, dtype: jnp.dtype) -> dict:
-    """Store every matmul kernel in the compute dtype, which the layers cast it to anyway.
+def _cast_kernels(params: dict, dtype: jnp.dtype) -> dict:
+    """Casts every matmul kernel to the compute dtype, as the layers do at each call.
 
     A cached step reads every weight once for one event, so it is bound by memory traffic: a
     bfloat16 copy halves the bytes read per step and leaves every result unchanged.
@@ -331,7 +331,7 @@ class Sampler:
                 "the latents the model was trained with"
             )
         self.graphdef, state = nnx.split(model)
-        self.params = _matmul_weights_in(nnx.to_pure_dict(state), jnp.dtype(self.config.compute_dtype))
+        self.params = _cast_kernels(nnx.to_pure_dict(state), jnp.dtype(self.config.compute_dtype))
         self.sampling = sampling
         self.use_cache = use_cache
         self.chunk_size = chunk_size
