@@ -38,7 +38,9 @@ _MODALITY_ROWS = {
            "pact eval benchmark runs/pg19 --json metrics.json --latents 512",
 )
 def benchmark(
-    run_dir: Annotated[Path, typer.Argument(help="Run directory written by `pact train`.")],
+    run_dir: Annotated[Path | None, typer.Argument(
+        help="Run directory written by `pact train`, or a model written by `pact export`. "
+             "Default: the piano model bundled with pact (give --data).")] = None,
     split: Annotated[str, typer.Option(help="Dataset split to score: train, validation or test.")] = "test",
     data: Annotated[Path | None, typer.Option(
         help="Dataset directory; default: the one the run was trained on.")] = None,
@@ -66,12 +68,17 @@ def benchmark(
 
     from pact import distributed
     from pact.datasets import open_dataset
-    from pact.errors import DatasetError
+    from pact.errors import ConfigError, DatasetError
     from pact.evaluate import count_targets, evaluate_source
     from pact.run import load_model
     from pact.sharding import make_mesh
 
     _check_plot_path(plot)
+    if run_dir is None and data is None:
+        raise ConfigError(
+            "the bundled model needs --data: a dataset written by `pact encode dataset` with the "
+            "performance tokenizer, for example a MAESTRO download"
+        )
     mesh = make_mesh(mesh_data, mesh_fsdp, names=("--mesh-data", "--mesh-fsdp"))
     loaded = load_model(run_dir, step=step, mesh=mesh)
     dataset_path = data or Path(loaded.config.data.dataset)
@@ -88,7 +95,7 @@ def benchmark(
         )
     if not distributed.is_primary():
         return
-    metrics = {"run_dir": str(run_dir), "step": loaded.step, "dataset": str(dataset_path), **result.to_dict()}
+    metrics = {"run_dir": str(run_dir or "bundled model"), "step": loaded.step, "dataset": str(dataset_path), **result.to_dict()}
 
     if plot is not None:
         from pact.plots import plot_position_buckets

@@ -12,7 +12,9 @@ from pact.cli import _output
 
 
 def info(
-    run_dir: Annotated[Path, typer.Argument(help="Run directory written by `pact train`.")],
+    run_dir: Annotated[Path | None, typer.Argument(
+        help="Run directory written by `pact train`, or a model written by `pact export`. "
+             "Default: the piano model bundled with pact.")] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print the information as JSON.")] = False,
 ) -> None:
     """Show a run's config, tokenizer, parameters, checkpoints and latest metrics."""

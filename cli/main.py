@@ -25,12 +25,13 @@ app.add_typer(decode_app, name="decode")
 app.add_typer(eval_app, name="eval")
 
 # Command modules register themselves on `app` and the groups when imported.
-from pact.cli import dataset, evaluate, info, quickstart, sample, tokens, train  # noqa: E402,F401
+from pact.cli import dataset, evaluate, export, info, quickstart, sample, tokens, train  # noqa: E402,F401
 
 app.command("quickstart")(quickstart.quickstart)
 app.command("train", epilog=train.EXAMPLES)(train.train)
 app.command("sample", epilog=sample.EXAMPLES)(sample.sample)
 app.command("info")(info.info)
+app.command("export")(export.export)
 
 
 def _print_version(value: bool) -> None:

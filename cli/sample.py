@@ -1,4 +1,4 @@
-"""`pact sample`: generate new pieces, or continue a MIDI file, from a trained run."""
+"""`pact sample`: generate new pieces, or continue a MIDI file, from a trained run or the bundled model."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ from pact.cli import _output
 EXAMPLES = """
 Examples:
 
+  pact sample --prime song.mid --out samples      # the bundled piano model
+
   pact sample runs/maestro --out samples
 
   pact sample runs/maestro --prime song.mid --prime-seconds 20 --seconds 30 --num-samples 4
@@ -24,7 +26,9 @@ Examples:
 
 
 def sample(
-    run_dir: Annotated[Path, typer.Argument(help="Run directory written by `pact train`.")],
+    run_dir: Annotated[Path | None, typer.Argument(
+        help="Run directory written by `pact train`, or a model written by `pact export`. "
+             "Default: the piano model bundled with pact.")] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the generated files.")] = Path("samples"),
     prime: Annotated[Path | None, typer.Option(
         help="MIDI file to continue (any file the encoder reads: several tracks and instruments "
@@ -62,7 +66,7 @@ def sample(
         help="General MIDI .sf2 soundfont for --render. Default: the first found of the usual system "
              "soundfonts, else the TimGM6mb.sf2 that pretty_midi ships.")] = None,
 ) -> None:
-    """Generate pieces from a trained run: new ones, or continuations of --prime."""
+    """Generate pieces from a trained run or the bundled model: new ones, or continuations of --prime."""
     from pact.generate import SampleRequest, generate_samples
     from pact.sampling import SamplingConfig
 

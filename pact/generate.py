@@ -147,17 +147,17 @@ def _require(tokenizer, method: str, option: str) -> Callable:
     return function
 
 
-def prepare_samples(run_dir: str | os.PathLike, request: SampleRequest) -> SamplePlan:
+def prepare_samples(run_dir: str | os.PathLike | None, request: SampleRequest) -> SamplePlan:
     """Check `request` against the run without loading the model; raise a `PactError` if it cannot run.
 
     Reads the run's config and tokenizer, and the prime. Locates FluidSynth and a soundfont
     when the request renders audio.
     """
     from pact.encodings import tokenizer_from_spec
-    from pact.run import RunDir
+    from pact.run import RunDir, resolve_run_dir
 
     request.validate()
-    run = RunDir(run_dir).require()
+    run = RunDir(resolve_run_dir(run_dir)).require()
     config = run.read_config()
     tokenizer = tokenizer_from_spec(run.read_tokenizer_spec(), source=f"run {run.path}")
     model_config = config.model
@@ -223,11 +223,11 @@ def _check_prime_fits(tokenizer, ids: np.ndarray, context: int, prime: Path | No
     )
 
 
-def generate_samples(run_dir: str | os.PathLike, out_dir: str | os.PathLike, request: SampleRequest, *,
+def generate_samples(run_dir: str | os.PathLike | None, out_dir: str | os.PathLike, request: SampleRequest, *,
                      step: int | None = None,
                      on_progress: Callable[[int, int], None] | None = None,
                      on_notice: Callable[[str], None] | None = None) -> SampleRun:
-    """Generate `request.num_samples` pieces from the run and write them into `out_dir`.
+    """Generate `request.num_samples` pieces from the run (None: the bundled model) into `out_dir`.
 
     `on_notice(text)` receives the reader's notices about the prime before the model loads;
     without it they are logged. `on_progress(done, total)` reports generated events per
@@ -245,7 +245,7 @@ def generate_samples(run_dir: str | os.PathLike, out_dir: str | os.PathLike, req
 
     # 1. Model and compiled sampler.
     loaded = load_model(run_dir, step=step)
-    log.info("loaded run %s at step %d", run_dir, loaded.step)
+    log.info("loaded %s at step %d", "the bundled model" if run_dir is None else f"run {run_dir}", loaded.step)
     sampler = Sampler(loaded.model, request.sampling, use_cache=request.use_cache, num_latents=plan.num_latents)
     _, _, compile_seconds = sampler.compiled(request.num_samples)
     log.info("compiled the sampler for %d variation(s) with %d latents in %.1f s",

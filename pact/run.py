@@ -94,9 +94,19 @@ class LoadedModel:
     step: int
 
 
-def load_model(run_dir: str | os.PathLike, step: int | None = None, mesh=None) -> LoadedModel:
+def resolve_run_dir(run_dir: str | os.PathLike | None) -> Path:
+    """Return `run_dir`, or the folder of the model bundled with pact when it is None."""
+    if run_dir is None:
+        from pact.export import embedded_model_dir
+
+        return embedded_model_dir()
+    return Path(run_dir)
+
+
+def load_model(run_dir: str | os.PathLike | None, step: int | None = None, mesh=None) -> LoadedModel:
     """Build the model of a run and restore its newest (or given) checkpoint's parameters.
 
+    `run_dir` may also be an exported model (`pact.export`), and None means the bundled model.
     The parameters are laid out on `mesh` (a `jax.sharding.Mesh`, see `pact.sharding`), or
     placed on this process's first device without one, whatever mesh wrote the checkpoint.
     """
@@ -105,10 +115,11 @@ def load_model(run_dir: str | os.PathLike, step: int | None = None, mesh=None) -
 
     from pact.checkpoint import Checkpointer
     from pact.encodings import tokenizer_from_spec
+    from pact.export import is_exported, load_exported_params
     from pact.model import PerceiverAR
     from pact.sharding import tree_shardings, with_shardings
 
-    run = RunDir(run_dir).require()
+    run = RunDir(resolve_run_dir(run_dir)).require()
     config = run.read_config()
     tokenizer = tokenizer_from_spec(run.read_tokenizer_spec(), source=f"run {run.path}")
     if config.model.vocab_size != tokenizer.vocab_size:
@@ -116,7 +127,8 @@ def load_model(run_dir: str | os.PathLike, step: int | None = None, mesh=None) -
             f"run {run.path}: model.vocab_size={config.model.vocab_size} but its tokenizer has "
             f"{tokenizer.vocab_size} ids"
         )
-    if not run.checkpoint_dir.is_dir():
+    exported = is_exported(run.path)
+    if not exported and not run.checkpoint_dir.is_dir():
         raise CheckpointError(f"run {run.path} has no checkpoints yet; train it with `pact train`")
 
     model = nnx.eval_shape(lambda: PerceiverAR(config.model, rngs=nnx.Rngs(0)))
@@ -127,29 +139,43 @@ def load_model(run_dir: str | os.PathLike, step: int | None = None, mesh=None) -
         shardings = jax.tree.map(lambda _: device, abstract_params)
     else:
         shardings = tree_shardings(mesh, abstract_params)
-    abstract_params = with_shardings(abstract_params, shardings)
-    checkpointer = Checkpointer(run.checkpoint_dir, read_only=True)
-    try:
-        restored = checkpointer.restore_latest(abstract_params, None, step=step)
-    finally:
-        checkpointer.close()
-    if restored is None:
-        raise CheckpointError(f"run {run.path} has no checkpoints yet; train it with `pact train`")
-    restored_step, params, _, _ = restored
+
+    if exported:
+        restored_step, params = load_exported_params(run.path, abstract_params)
+        if step is not None and step != restored_step:
+            raise CheckpointError(
+                f"exported model {run.path} contains step {restored_step} only, not step {step}; omit --step"
+            )
+        params = jax.device_put(params, shardings)
+    else:
+        checkpointer = Checkpointer(run.checkpoint_dir, read_only=True)
+        try:
+            restored = checkpointer.restore_latest(with_shardings(abstract_params, shardings), None, step=step)
+        finally:
+            checkpointer.close()
+        if restored is None:
+            raise CheckpointError(f"run {run.path} has no checkpoints yet; train it with `pact train`")
+        restored_step, params, _, _ = restored
     model = nnx.merge(graphdef, jax.tree.map(jax.numpy.asarray, params))
     return LoadedModel(model=model, config=config, tokenizer=tokenizer, step=restored_step)
 
 
-def describe_run(run_dir: str | os.PathLike) -> dict[str, Any]:
+def describe_run(run_dir: str | os.PathLike | None) -> dict[str, Any]:
     """Config, tokenizer, parameter count, checkpoint steps and latest metrics of a run."""
     from flax import nnx
 
     from pact.model import PerceiverAR, count_parameters
 
-    run = RunDir(run_dir).require()
+    from pact.export import is_exported, read_export_info
+
+    run = RunDir(resolve_run_dir(run_dir)).require()
     config = run.read_config()
-    steps = sorted(int(p.name) for p in run.checkpoint_dir.iterdir() if p.name.isdigit()) \
-        if run.checkpoint_dir.is_dir() else []
+    if is_exported(run.path):
+        steps = [int(read_export_info(run.path)["step"])]
+    elif run.checkpoint_dir.is_dir():
+        steps = sorted(int(p.name) for p in run.checkpoint_dir.iterdir() if p.name.isdigit())
+    else:
+        steps = []
     rows = run.read_metrics()
     train_rows = [row for row in rows if row.get("split") == "train"]
     validation_rows = [row for row in rows if row.get("split") == "validation"]

@@ -184,3 +184,46 @@ def _events(path: Path) -> int:
     from pact.encodings.performance import PerformanceTokenizer
 
     return len(PerformanceTokenizer().encode_file(path))
+
+
+def test_exported_model_samples_like_its_run(trained_run, tmp_path):
+    exported = tmp_path / "exported"
+    result = runner.invoke(app, ["export", str(trained_run), str(exported)])
+    assert result.exit_code == 0, result.output
+    assert "Exported step 30" in result.output
+    assert sorted(path.name for path in exported.iterdir()) == [
+        "config.json", "export.json", "metrics.jsonl", "params.npz", "tokenizer.json"]
+
+    # The same seed gives the same piece from the run's checkpoint and from the export.
+    pieces = []
+    for source, folder in ((trained_run, tmp_path / "from_run"), (exported, tmp_path / "from_export")):
+        result = _sample(str(source), "--events", "40", "--out", str(folder), "--no-piano-roll")
+        assert result.exit_code == 0, result.output
+        pieces.append((folder / "sample_0.mid").read_bytes())
+    assert pieces[0] == pieces[1]
+
+
+def test_exported_model_info_and_step(trained_run, tmp_path):
+    from pact.run import load_model
+
+    exported = tmp_path / "exported"
+    assert runner.invoke(app, ["export", str(trained_run), str(exported)]).exit_code == 0
+    result = runner.invoke(app, ["info", str(exported), "--json"])
+    assert result.exit_code == 0, result.output
+    assert '"checkpoint_steps": [\n    30\n  ]' in result.output or '"checkpoint_steps": [30]' in result.output
+    with pytest.raises(PactError, match="contains step 30 only, not step 10"):
+        load_model(exported, step=10)
+
+
+def test_exported_params_of_other_model_rejected(trained_run, tmp_path):
+    import json
+
+    from pact.run import load_model
+
+    exported = tmp_path / "exported"
+    assert runner.invoke(app, ["export", str(trained_run), str(exported)]).exit_code == 0
+    config = json.loads((exported / "config.json").read_text())
+    config["model"]["num_layers"] = 3
+    (exported / "config.json").write_text(json.dumps(config))
+    with pytest.raises(PactError, match=r"params.npz contains another model than its config.json describes"):
+        load_model(exported)
