@@ -39,7 +39,10 @@ def info(
                            f"{model['num_heads']} heads")
     table.add_row("parameters", f"{description['parameters']:,}")
     steps = description["checkpoint_steps"]
-    table.add_row("checkpoints", ", ".join(map(str, steps)) if steps else "none yet")
+    if description["exported"]:
+        table.add_row("exported step", str(steps[0]))
+    else:
+        table.add_row("checkpoints", ", ".join(map(str, steps)) if steps else "none yet")
     table.add_row("target steps", str(description["config"]["train"]["steps"]))
     train, validation = description["latest_train"], description["latest_validation"]
     if train:

@@ -188,6 +188,7 @@ def describe_run(run_dir: str | os.PathLike | None) -> dict[str, Any]:
         "tokenizer": run.read_tokenizer_spec(),
         "parameters": parameters,
         "checkpoint_steps": steps,
+        "exported": is_exported(run.path),
         "latest_train": train_rows[-1] if train_rows else None,
         "latest_validation": validation_rows[-1] if validation_rows else None,
     }

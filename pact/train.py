@@ -494,6 +494,10 @@ def _open_run(config: Config, run: RunDir, primary: bool, devices: list[jax.Devi
     check_batch_size(mesh, config.data.batch_size, config.train.grad_accum_steps)
     if resuming:
         tokenizer.check_compatible(run.read_tokenizer_spec(), f"run {run.path}")
+        # A new step count or mesh is saved, so a later resume without flags keeps the same
+        # learning-rate schedule and `pact info` shows the target.
+        if primary and run.read_config().to_dict() != config.to_dict():
+            run.write_json(run.config_path, config.to_dict())
     elif primary:
         run.write_json(run.tokenizer_path, tokenizer.spec())
         run.write_json(run.config_path, config.to_dict())

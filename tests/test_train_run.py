@@ -122,6 +122,16 @@ def test_resume_rejects_other_model(text_dataset, tmp_path):
         train_and_evaluate(_config(text_dataset, "model.num_layers=2"), run_dir, progress=False)
 
 
+def test_resume_with_more_steps_saves_them(text_dataset, tmp_path):
+    from pact.run import RunDir
+
+    run_dir = tmp_path / "run"
+    train_and_evaluate(_config(text_dataset, "train.steps=2"), run_dir, progress=False)
+    train_and_evaluate(_config(text_dataset, "train.steps=3"), run_dir, progress=False)
+    assert RunDir(run_dir).read_config().train.steps == 3
+    assert max(_train_rows(run_dir)) == 3
+
+
 def test_resume_rejects_other_tokenizer(text_dataset, tmp_path):
     run_dir = tmp_path / "run"
     train_and_evaluate(_config(text_dataset, "train.steps=2"), run_dir, progress=False)
