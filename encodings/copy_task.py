@@ -58,6 +58,29 @@ class CopyExample:
         return np.array_equal(self.second, self.first[::-1])
 
 
+def required_context(length: int) -> int:
+    """Return the minimum context M that contains the source of every mirrored target.
+
+    For examples of L symbols read with the leading EOS, the last mirrored symbol sits 2L
+    positions after the first symbol, which it repeats. A window that scores it together with
+    the final EOS (an evaluation block, or a training crop that ends at the document end)
+    therefore has to contain 2L + 1 inputs.
+    """
+    return 2 * length + 1
+
+
+def context_shortfall_message(length: int, max_context: int) -> str | None:
+    """Explain why `max_context` is too short for copy examples of `length` symbols, or return None."""
+    needed = required_context(length)
+    if max_context >= needed:
+        return None
+    return (
+        f"model.max_context={max_context} is too short for copy examples of {length} symbols: "
+        f"the last mirrored symbols repeat tokens up to {2 * length} positions back, so some of "
+        f"them can never be predicted. Set model.max_context to at least {needed}"
+    )
+
+
 def generate_copy_example(rng: np.random.Generator, length: int, num_symbols: int) -> CopyExample:
     """Draw `length` symbols uniformly from [0, num_symbols) and return the mirrored example."""
     return CopyExample.mirrored(rng.integers(0, num_symbols, size=length))

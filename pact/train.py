@@ -490,6 +490,9 @@ def _open_run(config: Config, run: RunDir, primary: bool, devices: list[jax.Devi
             f"{tokenizer.name!r} has {tokenizer.vocab_size} ids; leave model.vocab_size unset"
         )
     config = dataclasses.replace(config, model=dataclasses.replace(config.model, vocab_size=tokenizer.vocab_size))
+    shortfall = _copy_context_shortfall(config, dataset.metadata)
+    if shortfall:
+        log.warning("%s", shortfall)
     mesh = make_mesh(config.train.mesh_data, config.train.mesh_fsdp, devices)
     check_batch_size(mesh, config.data.batch_size, config.train.grad_accum_steps)
     if resuming:
@@ -504,6 +507,16 @@ def _open_run(config: Config, run: RunDir, primary: bool, devices: list[jax.Devi
     log.info("run %s: config %s, dataset %s (tokenizer %s, %d ids)",
              run.path, config.name, config.data.dataset, tokenizer.name, tokenizer.vocab_size)
     return config, dataset, mesh
+
+
+def _copy_context_shortfall(config: Config, metadata: dict) -> str | None:
+    """Explain why the context cannot reach every source of a copy-task dataset, or return None."""
+    from pact.encodings.copy_task import context_shortfall_message
+
+    source = metadata.get("input") or {}
+    if source.get("layout") != "copy_task" or not isinstance(source.get("length"), int):
+        return None
+    return context_shortfall_message(source["length"], config.model.max_context)
 
 
 def _initial_state(config: Config, optimizer: optax.GradientTransformation, mesh, checkpointer: Checkpointer):

@@ -8,7 +8,14 @@ import pytest
 from pact.dataset_inputs import SourceFile
 from pact.dataset_sources import CopyTaskReader, CopyTaskSettings, parse_copy_examples
 from pact.encodings import EOS_ID, PAD_ID, get_tokenizer, tokenizer_from_spec
-from pact.encodings.copy_task import SEPARATOR_ID, CopyExample, CopyTaskTokenizer, generate_copy_example
+from pact.encodings.copy_task import (
+    SEPARATOR_ID,
+    CopyExample,
+    CopyTaskTokenizer,
+    context_shortfall_message,
+    generate_copy_example,
+    required_context,
+)
 from pact.errors import ConfigError, TextReadError, TokenizerError, TokenizerMismatchError
 
 
@@ -115,3 +122,57 @@ def test_copy_examples_parse():
         parse_copy_examples("10,-2,3")
     with pytest.raises(ConfigError, match="unknown split 'dev'"):
         CopyTaskSettings(examples={"dev": 3})
+
+
+def _sources_out_of_reach(length: int, context: int, block_size: int) -> int:
+    """Count mirrored targets whose source is missing from their evaluation window's inputs."""
+    from pact.evaluate import document_windows
+
+    tokenizer = CopyTaskTokenizer()
+    example = CopyExample.mirrored(np.arange(length) % tokenizer.num_symbols)
+    document = np.concatenate([tokenizer.encode(example), [EOS_ID]])
+    missing = 0
+    for window in document_windows(document, context, block_size):
+        # The inputs are sequence[start:last], right-aligned, and the sequence has no PAD.
+        last = int(window.positions.max())
+        start = last - int(np.count_nonzero(window.inputs != PAD_ID))
+        for target in window.positions[window.positions >= 0]:
+            # With the leading EOS, mirrored symbol j sits at index length + 2 + j and repeats
+            # the symbol at index length - j.
+            j = int(target) - (length + 2)
+            if 0 <= j < length and length - j < start:
+                missing += 1
+    return missing
+
+
+@pytest.mark.parametrize("block_size", [2, 4])
+def test_required_context_reaches_every_source(block_size):
+    length = 6
+    assert _sources_out_of_reach(length, required_context(length), block_size) == 0
+    assert _sources_out_of_reach(length, required_context(length) - 1, block_size) > 0
+
+
+def test_single_target_blocks_need_one_input_less():
+    # A block of one target does not share its window with the final EOS.
+    length = 6
+    assert _sources_out_of_reach(length, required_context(length) - 1, 1) == 0
+    assert _sources_out_of_reach(length, required_context(length) - 2, 1) > 0
+
+
+def test_short_context_message_names_the_fix():
+    message = context_shortfall_message(1024, 2048)
+    assert "model.max_context=2048" in message
+    assert "at least 2049" in message
+    assert context_shortfall_message(1024, 2049) is None
+
+
+def test_training_checks_copy_context():
+    from pact.config import apply_overrides, get_preset
+    from pact.train import _copy_context_shortfall
+
+    copy_metadata = {"input": {"layout": "copy_task", "task": "copy", "length": 300}}
+    short = apply_overrides(get_preset("tiny"), ["model.max_context=512"])
+    long = apply_overrides(get_preset("tiny"), ["model.max_context=601"])
+    assert "at least 601" in _copy_context_shortfall(short, copy_metadata)
+    assert _copy_context_shortfall(long, copy_metadata) is None
+    assert _copy_context_shortfall(short, {"input": {"layout": "maestro"}}) is None
