@@ -22,7 +22,9 @@ import jax.numpy as jnp
 from flax import nnx
 
 from pact.config import ModelConfig
-from pact.model import PAD_ID, SelfAttentionBlock, output_head, run_blocks, token_embedding
+from pact.model import (
+    PAD_ID, SelfAttentionBlock, axis_embedding, embed_inputs, output_head, run_blocks, token_embedding,
+)
 
 
 class DecoderOnly(nnx.Module):
@@ -34,27 +36,30 @@ class DecoderOnly(nnx.Module):
         self.blocks = nnx.List([SelfAttentionBlock(config, rngs=rngs) for _ in range(config.num_layers)])
         self.final_norm = nnx.LayerNorm(config.num_channels, rngs=rngs)
         self.head = output_head(config, rngs=rngs)
+        self.axis_embedding = axis_embedding(config, rngs=rngs)
 
-    def __call__(self, inputs: jax.Array, *, num_latents: int | None = None,
-                 dropout_key: jax.Array | None = None, latent_mask: jax.Array | None = None) -> jax.Array:
+    def __call__(self, inputs: jax.Array, *, positions: jax.Array | None = None,
+                 num_latents: int | None = None, dropout_key: jax.Array | None = None,
+                 latent_mask: jax.Array | None = None) -> jax.Array:
         """Next-token logits [B, N, V] float32 of the last N positions of inputs [B, T] int32.
 
         N is `num_latents`, or T when it is None. Every layer still runs over all T positions.
-        `dropout_key` turns on dropout (training). `latent_mask` [N] bool marks output
-        positions to treat as padding where False, as in `PerceiverAR`.
+        `positions` (document indices, for axis embeddings), `dropout_key` (training) and
+        `latent_mask` [N] bool (output positions to treat as padding where False) work as in
+        `PerceiverAR`.
         """
         length = inputs.shape[1]
         num_outputs = num_latents or length
         if num_outputs > length:
             raise ValueError(f"num_latents={num_outputs} exceeds the input length {length}")
 
-        positions = jnp.arange(length)  # [T]
+        columns = jnp.arange(length)  # [T]
         valid = inputs != PAD_ID  # [B, T]
         if latent_mask is not None:
             valid = valid.at[:, length - num_outputs:].set(valid[:, length - num_outputs:] & latent_mask[None, :])
 
-        hidden = self.embed(inputs)  # [B, T, D]
+        hidden = embed_inputs(self, inputs, positions)  # [B, T, D]
         hidden, _, _ = run_blocks(
-            self.blocks, hidden, positions, valid, remat=self.config.remat, dropout_key=dropout_key
+            self.blocks, hidden, columns, valid, remat=self.config.remat, dropout_key=dropout_key
         )
         return self.head(self.final_norm(hidden[:, length - num_outputs:]))  # [B, N, V] float32

@@ -57,6 +57,13 @@ class ModelConfig:
     """Query and key positions per block of the chunked attention."""
     remat: bool = False
     """Recompute each block's activations in the backward pass to save memory."""
+    axis_embeddings: bool | None = None
+    """Learned absolute position embeddings per grid axis (row, column and channel for
+    images), added to the token embeddings. None turns them on for a new run whose dataset
+    tokenizer has `position_axes` and off otherwise. True requires such a tokenizer."""
+    position_axes: tuple[int, ...] | None = None
+    """Grid shape of the axis embeddings, one table per axis. Training sets it from the
+    dataset's tokenizer when the axis embeddings are on; None means no axis embeddings."""
 
     def __post_init__(self):
         _check_positive(self, "max_context", "num_latents", "num_channels", "num_heads", "num_layers")
@@ -79,6 +86,21 @@ class ModelConfig:
         _check_choice(self, "activation", ("squared_relu", "gelu"))
         _check_choice(self, "compute_dtype", ("float32", "bfloat16"))
         _check_choice(self, "attention", ("auto", "xla", "chunked", "cudnn"))
+        if self.position_axes is not None:
+            # config.json stores the tuple as a JSON list.
+            object.__setattr__(self, "position_axes", tuple(self.position_axes))
+            if not self.position_axes or not all(
+                isinstance(size, int) and size > 0 for size in self.position_axes
+            ):
+                raise ConfigError(
+                    f"model.position_axes={list(self.position_axes)} is invalid: "
+                    "give one positive size per axis"
+                )
+            if self.axis_embeddings is False:
+                raise ConfigError(
+                    "model.position_axes is set but model.axis_embeddings=false: "
+                    "leave model.position_axes unset to train without axis embeddings"
+                )
 
     @property
     def head_channels(self) -> int:

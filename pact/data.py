@@ -8,15 +8,18 @@ Perceiver AR: its end is uniform over the positions that leave N valid latents (
 least N + 1 tokens long) and it reaches back at most M + 1 tokens, so the context before the
 latents varies from 0 to M - N.
 
-A batch is a dict of two int32 arrays [B, M], left-padded with PAD_ID (0):
+A batch is a dict of three int32 arrays [B, M]:
 
-    inputs   the crop without its last token
-    targets  the crop without its first token (targets[:, t] follows inputs[:, t])
+    inputs     the crop without its last token, left-padded with PAD_ID (0)
+    targets    the crop without its first token (targets[:, t] follows inputs[:, t])
+    positions  the index of each input in [EOS] + tokens (the leading EOS is 0); padding
+               columns continue the count below 0
 
 so the latents always sit on the last N columns, and the loss reads targets[:, -N:] where they
 are not padding. For a document [a b c EOS] read as [EOS a b c EOS], with M = 4 and N = 2, a
-crop ending at the document end gives inputs [EOS a b c] and targets [a b c EOS]; a crop of the
-first 3 tokens gives inputs [0 0 EOS a] and targets [0 0 a b].
+crop ending at the document end gives inputs [EOS a b c], targets [a b c EOS] and positions
+[0 1 2 3]; a crop of the first 3 tokens gives inputs [0 0 EOS a], targets [0 0 a b] and
+positions [-2 -1 0 1]. Models with axis embeddings read the positions; others ignore them.
 
 The pipeline is a grain `MapDataset` (shuffle per epoch -> repeat -> seeded random crop ->
 batch), so batch i is a pure function of (seed, i): resuming at step s reads batch s onwards,
@@ -59,14 +62,16 @@ class RandomCrop(grain.transforms.RandomMap):
 
 
 def crop_example(tokens: np.ndarray, end: int, context: int) -> dict[str, np.ndarray]:
-    """inputs and targets [M] of the window of `tokens` that ends just before index `end`."""
+    """inputs, targets and positions [M] of the window of `tokens` that ends just before index `end`."""
     window = tokens[max(0, end - context - 1):end]
     inputs = np.full(context, PAD_ID, np.int32)
     targets = np.full(context, PAD_ID, np.int32)
     if len(window) >= 2:
         inputs[context - len(window) + 1:] = window[:-1]
         targets[context - len(window) + 1:] = window[1:]
-    return {"inputs": inputs, "targets": targets}
+    # The last input is tokens[end - 2], so column c contains index c + end - 1 - M.
+    positions = np.arange(context, dtype=np.int32) + np.int32(end - 1 - context)
+    return {"inputs": inputs, "targets": targets, "positions": positions}
 
 
 class BatchRows(grain.MapDataset):

@@ -44,6 +44,7 @@ def bucket_edges(max_position: int) -> list[int]:
 @dataclasses.dataclass
 class Window:
     inputs: np.ndarray  # [M] int32, left-padded
+    input_positions: np.ndarray  # [M] int32, index of each input in [EOS] + tokens, below 0 for padding
     targets: np.ndarray  # [M] int32, PAD except the W scored positions
     positions: np.ndarray  # [M] int32, position in the document of each target, -1 if none
     document: int = -1  # index of the document in its source, -1 for padding
@@ -65,7 +66,9 @@ def document_windows(tokens: np.ndarray, context: int, block_size: int, document
         window_inputs[context - len(inputs):] = inputs
         window_targets[context - scored:] = sequence[first:last + 1]
         window_positions[context - scored:] = np.arange(first, last + 1)
-        yield Window(window_inputs, window_targets, window_positions, document)
+        # The last input is sequence[last - 1], so column c contains index c + last - M.
+        input_positions = np.arange(context, dtype=np.int32) + np.int32(last - context)
+        yield Window(window_inputs, input_positions, window_targets, window_positions, document)
 
 
 def _batches(source, context: int, block_size: int, batch_size: int) -> Iterator[dict[str, np.ndarray]]:
@@ -83,11 +86,12 @@ def _batches(source, context: int, block_size: int, batch_size: int) -> Iterator
 def _stack(windows: list[Window], batch_size: int) -> dict[str, np.ndarray]:
     # Pad the last batch with empty windows so that every batch has one shape (one compile).
     context = len(windows[0].inputs)
-    empty = Window(np.full(context, PAD_ID, np.int32), np.full(context, PAD_ID, np.int32),
-                   np.full(context, -1, np.int32))
+    empty = Window(np.full(context, PAD_ID, np.int32), np.full(context, -1, np.int32),
+                   np.full(context, PAD_ID, np.int32), np.full(context, -1, np.int32))
     windows = windows + [empty] * (batch_size - len(windows))
     return {
         "inputs": np.stack([w.inputs for w in windows]),
+        "input_positions": np.stack([w.input_positions for w in windows]),
         "targets": np.stack([w.targets for w in windows]),
         "positions": np.stack([w.positions for w in windows]),
         "documents": np.asarray([w.document for w in windows], np.int64),
@@ -95,16 +99,19 @@ def _stack(windows: list[Window], batch_size: int) -> dict[str, np.ndarray]:
 
 
 def make_score_step(model, num_latents: int, shardings: StepShardings | None = None) -> Callable:
-    """Jitted (params, inputs [B, M], targets [B, N]) -> (nll [B, N], correct [B, N]); 0 where padding.
+    """Jitted (params, inputs [B, M], input_positions [B, M], targets [B, N]) -> (nll [B, N],
+    correct [B, N]); 0 where padding.
 
-    `params` is the model's state as a pure dict. With `shardings`, inputs and targets are
-    split by rows over the mesh and the outputs are replicated, so every process reads all rows.
+    `params` is the model's state as a pure dict. `input_positions` are the inputs' indices in
+    their documents (see `Window`). With `shardings`, the batch arrays are split by rows over
+    the mesh and the outputs are replicated, so every process reads all rows.
     """
     graphdef, _ = nnx.split(model)
     shardings = shardings or StepShardings.single_device()
 
-    def score(params, inputs, targets):
-        logits = nnx.merge(graphdef, gather_parameters(params, shardings))(inputs, num_latents=num_latents)
+    def score(params, inputs, input_positions, targets):
+        model = nnx.merge(graphdef, gather_parameters(params, shardings))
+        logits = model(inputs, positions=input_positions, num_latents=num_latents)
         mask = targets != PAD_ID
         log_normaliser = jax.nn.logsumexp(logits, axis=-1)
         target_logits = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
@@ -114,7 +121,7 @@ def make_score_step(model, num_latents: int, shardings: StepShardings | None = N
 
     return jax.jit(
         score,
-        in_shardings=(shardings.params, shardings.batch, shardings.batch),
+        in_shardings=(shardings.params, shardings.batch, shardings.batch, shardings.batch),
         out_shardings=(shardings.replicated, shardings.replicated),
     )
 
@@ -186,9 +193,10 @@ def evaluate_source(model, source, *, split: str, num_latents: int | None = None
     document_scores = DocumentScores(source, document_metrics) if document_metrics else None
 
     for batch in _batches(source, context, block_size, batch_size):
-        local = {"inputs": batch["inputs"][rows], "targets": batch["targets"][rows, -num_latents:]}
+        local = {"inputs": batch["inputs"][rows], "input_positions": batch["input_positions"][rows],
+                 "targets": batch["targets"][rows, -num_latents:]}
         placed = global_batch(local, shardings.batch, batch_size)
-        nll, correct = score(params, placed["inputs"], placed["targets"])
+        nll, correct = score(params, placed["inputs"], placed["input_positions"], placed["targets"])
         nll, correct = np.asarray(nll, np.float64), np.asarray(correct)
         positions = batch["positions"][:, -num_latents:]
         scored = positions >= 0

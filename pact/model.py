@@ -19,6 +19,10 @@ Choices where the original code and its Flaxformer port differ:
 - MLPs use squared ReLU by default (original) with 4x hidden width; pre-norm LayerNorms; the
   cross-attention normalises queries and keys/values with separate LayerNorms (original).
 - The output head is untied and zero-initialised, so training starts from uniform predictions.
+- With `position_axes` set (images: rows, columns, channels), learned absolute embeddings of
+  each axis are added to the token embeddings, on top of the rotary positions. They need each
+  input's index in its document (`positions`), which the training batches, the evaluation
+  windows and the sampler pass.
 - Cross-attend dropout keeps round((1 - rate) * (T - N)) context positions per example, drawn
   without replacement, and drops the rest before they are embedded, so training skips their
   projections and attention. The original masks Bernoulli draws instead (and can subsample a
@@ -32,6 +36,7 @@ quality at evaluation or sampling time.
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import jax
 import jax.numpy as jnp
@@ -39,9 +44,11 @@ from flax import nnx
 
 from pact.attention import attention, resolve_kernel
 from pact.config import ModelConfig
+from pact.encodings.base import axis_indices
 from pact.precision import dot_general
 
 PAD_ID = 0
+EOS_ID = 1
 
 
 # Rotary positions.
@@ -248,6 +255,59 @@ def token_embedding(config: ModelConfig, *, rngs: nnx.Rngs) -> nnx.Embed:
     )
 
 
+class AxisEmbedding(nnx.Module):
+    """Learned absolute position embeddings, one table [size, D] per axis of a grid.
+
+    A document's ids fill the grid `axes` in row-major order (`Tokenizer.position_axes`).
+    The input at document index p (the leading EOS is p = 0) is token index p - 1, and gets
+    the sum of its row, column and channel embeddings. EOS, padding and inputs outside the
+    grid get none. The tables start at zero, so a new model starts out computing what the
+    same model without them computes.
+    """
+
+    def __init__(self, axes: tuple[int, ...], channels: int, *, rngs: nnx.Rngs):
+        self.axes = tuple(axes)
+        self.tables = nnx.List([
+            nnx.Embed(size, channels, embedding_init=nnx.initializers.zeros_init(), rngs=rngs)
+            for size in self.axes
+        ])
+
+    def __call__(self, tokens: jax.Array, positions: jax.Array) -> jax.Array:
+        """Embeddings [B, T, D] float32 of tokens [B, T] at document indices `positions` [B, T]."""
+        token_index = positions - 1
+        num_cells = math.prod(self.axes)
+        inside = (token_index >= 0) & (token_index < num_cells) & (tokens != PAD_ID) & (tokens != EOS_ID)
+        # Floor division and modulo keep every axis index in range, also for masked inputs.
+        indices = axis_indices(token_index, self.axes)
+        embedded = sum(table(index) for table, index in zip(self.tables, indices))  # [B, T, D]
+        return jnp.where(inside[..., None], embedded, 0.0)
+
+
+def axis_embedding(config: ModelConfig, *, rngs: nnx.Rngs) -> AxisEmbedding | None:
+    """Axis embeddings of `config.position_axes`, or None when it is unset."""
+    if config.position_axes is None:
+        return None
+    return AxisEmbedding(config.position_axes, config.num_channels, rngs=rngs)
+
+
+def embed_inputs(model: nnx.Module, tokens: jax.Array, positions: jax.Array | None) -> jax.Array:
+    """Embed tokens [B, T] with `model.embed`, plus `model.axis_embedding` when it has one.
+
+    `positions` [B, T] are the document indices of the tokens. A model without axis
+    embeddings ignores them; one with them raises ValueError when they are missing.
+    """
+    embedded = model.embed(tokens)  # [B, T, D]
+    if model.axis_embedding is None:
+        return embedded
+    if positions is None:
+        raise ValueError(
+            "this model has axis embeddings (model.position_axes is set): pass `positions`, "
+            "the index in its document of each input, where the leading EOS is 0"
+        )
+    positions = jnp.broadcast_to(positions, tokens.shape)
+    return embedded + model.axis_embedding(tokens, positions)
+
+
 def output_head(config: ModelConfig, *, rngs: nnx.Rngs) -> nnx.Linear:
     """Untied, zero-initialised output projection [D, V]: training starts from uniform predictions."""
     return nnx.Linear(
@@ -284,21 +344,26 @@ class PerceiverAR(nnx.Module):
         self.blocks = nnx.List([SelfAttentionBlock(config, rngs=rngs) for _ in range(config.num_layers)])
         self.final_norm = nnx.LayerNorm(config.num_channels, rngs=rngs)
         self.head = output_head(config, rngs=rngs)
+        # Last, so that the other parameters are drawn as in a model without axis embeddings.
+        self.axis_embedding = axis_embedding(config, rngs=rngs)
 
-    def __call__(self, inputs: jax.Array, *, num_latents: int | None = None,
-                 dropout_key: jax.Array | None = None, latent_mask: jax.Array | None = None) -> jax.Array:
+    def __call__(self, inputs: jax.Array, *, positions: jax.Array | None = None,
+                 num_latents: int | None = None, dropout_key: jax.Array | None = None,
+                 latent_mask: jax.Array | None = None) -> jax.Array:
         """Next-token logits [B, N, V] float32 for inputs [B, T] int32.
 
         Latent n predicts the token after input position T - N + n. T may exceed `max_context`
         (the sampler passes up to max_context + N - 1 tokens); each latent still sees at most
-        `max_context` inputs. `dropout_key` turns on dropout and cross-attend dropout
-        (training). `latent_mask` [N] bool marks latents to treat as padding where False.
+        `max_context` inputs. `positions` [B, T] int32 is each input's index in its document
+        (the leading EOS is 0); a model with axis embeddings requires it, others ignore it.
+        `dropout_key` turns on dropout and cross-attend dropout (training). `latent_mask` [N]
+        bool marks latents to treat as padding where False.
         """
-        return self.forward(inputs, num_latents=num_latents, dropout_key=dropout_key,
-                            latent_mask=latent_mask)[0]
+        return self.forward(inputs, positions=positions, num_latents=num_latents,
+                            dropout_key=dropout_key, latent_mask=latent_mask)[0]
 
-    def forward(self, inputs: jax.Array, *, num_latents: int | None = None,
-                dropout_key: jax.Array | None = None,
+    def forward(self, inputs: jax.Array, *, positions: jax.Array | None = None,
+                num_latents: int | None = None, dropout_key: jax.Array | None = None,
                 latent_mask: jax.Array | None = None) -> tuple[jax.Array, ForwardCache]:
         """Logits [B, N, V] and the keys and values a decoding cache starts from."""
         config = self.config
@@ -314,21 +379,26 @@ class PerceiverAR(nnx.Module):
         #    inputs are never embedded or projected; each position is still kept with
         #    probability 1 - rate. The latents' own positions are always kept, so every latent
         #    keeps the keys from the first latent up to itself.
-        positions = jnp.arange(length)  # [T]
+        #    Rotary positions are window columns, and `positions` are document indices.
+        columns = jnp.arange(length)  # [T]
         context = length - num_latents
-        key_positions, key_tokens = positions, inputs  # [T], [B, T]
+        key_positions, key_tokens = columns, inputs  # [T], [B, T]
+        key_document_positions = positions  # [B, T] or None
         if mask_key is not None and config.cross_attend_dropout > 0.0:
             num_kept = context - round(context * config.cross_attend_dropout)
             shuffled = jnp.argsort(jax.random.uniform(mask_key, (batch, context)), axis=1)
-            latent_columns = jnp.broadcast_to(positions[context:], (batch, num_latents))
+            latent_columns = jnp.broadcast_to(columns[context:], (batch, num_latents))
             key_positions = jnp.concatenate([shuffled[:, :num_kept], latent_columns], axis=1)  # [B, T']
             key_tokens = jnp.take_along_axis(inputs, key_positions, axis=1)  # [B, T']
+            if positions is not None:
+                positions = jnp.broadcast_to(positions, inputs.shape)
+                key_document_positions = jnp.take_along_axis(positions, key_positions, axis=1)
 
         # 2. Embed the key inputs; the last N embeddings start the latents.
-        embedded = self.embed(key_tokens)  # [B, T', D]
+        embedded = embed_inputs(self, key_tokens, key_document_positions)  # [B, T', D]
         key_valid = key_tokens != PAD_ID  # [B, T']
         latents = embedded[:, -num_latents:]  # [B, N, D]
-        latent_positions = positions[context:]  # [N]
+        latent_positions = columns[context:]  # [N]
         latent_valid = inputs[:, context:] != PAD_ID  # [B, N]
         if latent_mask is not None:
             latent_valid = latent_valid & latent_mask[None, :]

@@ -33,6 +33,11 @@ adds input M + s, whose latent queries from that position, and overwrites buffer
 holds the oldest input. Because s < N/2 <= M, the buffer never wraps. Latent slot i has
 position i.
 
+Document positions: a model with axis embeddings also needs each input's index in its
+document. The prompt starts the document, so prompt token i has index i, and the state keeps
+the index of its newest token (`position`). Full passes give their window the indices that end
+there, and a cached step embeds its new token at the next index.
+
 The cache is float32 in a [B, H, T, K] layout: a single query then reads keys and values
 without the conversion and transpose that XLA's CPU backend otherwise inserts for every step.
 """
@@ -49,7 +54,7 @@ import numpy as np
 from flax import nnx
 
 from pact.errors import ConfigError
-from pact.model import PAD_ID, Attention, PerceiverAR, apply_rotary
+from pact.model import PAD_ID, Attention, PerceiverAR, apply_rotary, embed_inputs
 from pact.sampling import SamplingConfig, sample_logits
 
 EOS_ID = 1
@@ -72,6 +77,7 @@ class DecodeState:
     latent_values  L x [B, H, N, K]
     latent_valid   [B, N]           slots holding a real (non-padding) latent
     latent_count   []               latents in the cache, the n of the equivalent full pass
+    position       []               index in the document of the newest token of `tokens`
     logits         [B, V]           float32 logits for the next token
 
     `shift`, the number of cached steps since the last full pass, is latent_count - N/2. Keys
@@ -85,6 +91,7 @@ class DecodeState:
     latent_values: tuple[jax.Array, ...]
     latent_valid: jax.Array
     latent_count: jax.Array
+    position: jax.Array
     logits: jax.Array
 
 
@@ -108,17 +115,26 @@ def _cache_layout(x: jax.Array) -> jax.Array:
     return jnp.swapaxes(x, -3, -2).astype(jnp.float32)
 
 
-def full_pass(model: PerceiverAR, tokens: jax.Array, num_latents: int, capacity: int | None = None) -> DecodeState:
+def window_positions(position: jax.Array, length: int) -> jax.Array:
+    """Document indices [1, length] of a window of `length` tokens whose newest is at `position`."""
+    return (position - (length - 1) + jnp.arange(length, dtype=jnp.int32))[None, :]
+
+
+def full_pass(model: PerceiverAR, tokens: jax.Array, num_latents: int, capacity: int | None = None,
+              *, position: jax.Array | int) -> DecodeState:
     """Decode state after one full forward pass with `num_latents` latents over `tokens` [B, W].
 
     `capacity` is the N of the latent caches; the default is the model's trained latents.
+    `position` is the document index of the last token of `tokens`.
     """
     config = model.config
     context = config.max_context
     capacity = capacity or config.num_latents
     width = tokens.shape[1]
+    position = jnp.asarray(position, jnp.int32)
     inputs = tokens[:, width - (context + num_latents - 1):]  # [B, M + n - 1]
-    logits, cache = model.forward(inputs, num_latents=num_latents)
+    logits, cache = model.forward(inputs, positions=window_positions(position, inputs.shape[1]),
+                                  num_latents=num_latents)
 
     # Rotate the cached keys once, by window position and by latent slot.
     input_keys = _rotate(model.cross_attention.attention, cache.input_keys[:, -context:], jnp.arange(context))
@@ -134,6 +150,7 @@ def full_pass(model: PerceiverAR, tokens: jax.Array, num_latents: int, capacity:
         latent_values=tuple(jnp.pad(_cache_layout(values), pad) for values in cache.latent_values),
         latent_valid=jnp.pad(inputs[:, -num_latents:] != PAD_ID, ((0, 0), (0, capacity - num_latents))),
         latent_count=jnp.asarray(num_latents, jnp.int32),
+        position=position,
         logits=logits[:, -1],
     )
 
@@ -184,7 +201,8 @@ def cached_step(model: PerceiverAR, state: DecodeState, token: jax.Array) -> Dec
     # 1. The new input's keys and values replace the oldest input, at buffer slot `shift`.
     #    Every other input in the buffer is in the window and before the new one, so only
     #    padding is masked.
-    embedded = model.embed(token[:, None])  # [B, 1, D]
+    position = state.position + 1
+    embedded = embed_inputs(model, token[:, None], position[None, None])  # [B, 1, D]
     keys, values = cross.input_keys_values(embedded)  # [B, 1, H, K]
     rotary_position = context + shift
     keys = _cache_layout(_rotate(cross.attention, keys, rotary_position[None]))[:, :, 0]  # [B, H, K]
@@ -238,6 +256,7 @@ def cached_step(model: PerceiverAR, state: DecodeState, token: jax.Array) -> Dec
         latent_values=latent_values,
         latent_valid=state.latent_valid.at[:, slot].set(token != PAD_ID),
         latent_count=slot + 1,
+        position=position,
         logits=logits,
     )
 
@@ -255,18 +274,21 @@ def next_latent_count(count: jax.Array, capacity: int) -> jax.Array:
 def refill_step(model: PerceiverAR, state: DecodeState, token: jax.Array) -> DecodeState:
     """Append `token` [B] with a full pass with N/2 latents; the step after the caches are full."""
     capacity = _capacity(state)
-    return full_pass(model, _append(state.tokens, token[:, None]), refill_latents(capacity), capacity)
+    tokens = _append(state.tokens, token[:, None])
+    return full_pass(model, tokens, refill_latents(capacity), capacity, position=state.position + 1)
 
 
 def uncached_step(model: PerceiverAR, state: DecodeState, token: jax.Array) -> DecodeState:
     """Append `token` [B] with a full forward pass over all W tokens, as many latents as the cache would use."""
     capacity = _capacity(state)
     tokens = _append(state.tokens, token[:, None])
+    position = state.position + 1
     count = next_latent_count(state.latent_count, capacity)
     # Run all N latents (static shapes), but treat all except the last `count` as padding.
     latent_mask = jnp.arange(capacity) >= capacity - count
-    logits = model(tokens, num_latents=capacity, latent_mask=latent_mask)[:, -1]
-    return dataclasses.replace(state, tokens=tokens, latent_count=count, logits=logits)
+    positions = window_positions(position, tokens.shape[1])
+    logits = model(tokens, positions=positions, num_latents=capacity, latent_mask=latent_mask)[:, -1]
+    return dataclasses.replace(state, tokens=tokens, latent_count=count, position=position, logits=logits)
 
 
 def decode_step(model: PerceiverAR, state: DecodeState, token: jax.Array, use_cache: bool) -> DecodeState:
@@ -343,9 +365,10 @@ class Sampler:
     def _model(self, params) -> PerceiverAR:
         return nnx.merge(self.graphdef, params)
 
-    def _prime_impl(self, params, tokens: jax.Array) -> DecodeState:
+    def _prime_impl(self, params, tokens: jax.Array, position: jax.Array) -> DecodeState:
         # Priming is one full pass with N/2 latents, the smallest pass of the schedule.
-        return full_pass(self._model(params), tokens, refill_latents(self.num_latents), self.num_latents)
+        return full_pass(self._model(params), tokens, refill_latents(self.num_latents), self.num_latents,
+                         position=position)
 
     def _chunk_impl(self, params, state: DecodeState, done: jax.Array, key: jax.Array, start: jax.Array):
         """Run `chunk_size` steps: (state, done [B], outputs [B, chunk_size]) after them."""
@@ -393,8 +416,9 @@ class Sampler:
             return prime, chunk, 0.0
         started = time.perf_counter()
         tokens = jax.ShapeDtypeStruct((num_variations, self.window), jnp.int32)
-        prime = self._prime.lower(self.params, tokens).compile()
-        state = jax.eval_shape(self._prime_impl, self.params, tokens)
+        position = jax.ShapeDtypeStruct((), jnp.int32)
+        prime = self._prime.lower(self.params, tokens, position).compile()
+        state = jax.eval_shape(self._prime_impl, self.params, tokens, position)
         done = jax.ShapeDtypeStruct((num_variations,), jnp.bool_)
         key = jax.eval_shape(lambda: jax.random.key(0))
         start = jax.ShapeDtypeStruct((), jnp.int32)
@@ -407,6 +431,8 @@ class Sampler:
                  on_chunk: Callable[[int], None] | None = None) -> GenerationResult:
         """Generate up to `num_tokens` tokens after `prompt` (ids, starting with EOS for a new piece).
 
+        The prompt is the start of the document: prompt token i has document index i.
+
         `should_stop(tokens [B, S])` is asked after every chunk (for example: every variation
         has reached a duration); `on_chunk(tokens_so_far)` reports progress.
         """
@@ -415,7 +441,8 @@ class Sampler:
         prime, chunk, compile_seconds = self.compiled(num_variations)
 
         started = time.perf_counter()
-        state = jax.block_until_ready(prime(self.params, self.prime_tokens(prompt, num_variations)))
+        position = jnp.asarray(len(prompt) - 1, jnp.int32)
+        state = jax.block_until_ready(prime(self.params, self.prime_tokens(prompt, num_variations), position))
         prime_seconds = time.perf_counter() - started
 
         started = time.perf_counter()

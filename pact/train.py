@@ -120,7 +120,8 @@ def make_train_step(graphdef, optimizer: optax.GradientTransformation, config: C
                     shardings: StepShardings | None = None) -> Callable:
     """Jitted `(params, opt_state, batch, step) -> (params, opt_state, metrics)`.
 
-    The batch [B, M] splits into `grad_accum_steps` micro-batches (see `micro_batches`) whose
+    The batch holds `inputs` and `targets` [B, M], and `positions` [B, M] (`pact.data`),
+    which only a model with axis embeddings requires. The batch splits into `grad_accum_steps` micro-batches (see `micro_batches`) whose
     gradient sums are added before one update, so the result does not depend on how the batch
     is split. Dropout keys are derived from (seed, step, micro-batch), so a resumed run draws
     the same masks. Inputs and outputs keep the layouts in `shardings` (default: one device);
@@ -138,26 +139,31 @@ def make_train_step(graphdef, optimizer: optax.GradientTransformation, config: C
     reduction = config.train.loss_reduction
     base_key = jax.random.key(config.train.seed)
 
-    def micro_sums(params, inputs, targets, key):
+    def micro_sums(params, inputs, positions, targets, key):
         model = nnx.merge(graphdef, gather_parameters(params, shardings))
-        logits = model(inputs, num_latents=num_latents, dropout_key=key)
+        logits = model(inputs, positions=positions, num_latents=num_latents, dropout_key=key)
         return loss_sums(logits, targets[:, -num_latents:], z_loss)
 
-    def objective(params, inputs, targets, key):
-        sums = micro_sums(params, inputs, targets, key)
+    def objective(params, inputs, positions, targets, key):
+        sums = micro_sums(params, inputs, positions, targets, key)
         return _objective(sums), sums
 
     grad_fn = jax.grad(objective, has_aux=True)
 
     def train_step(params, opt_state, batch, step):
         step_key = jax.random.fold_in(base_key, step)
-        inputs = jax.lax.with_sharding_constraint(micro_batches(batch["inputs"], accum), micro_batch_sharding)
-        targets = jax.lax.with_sharding_constraint(micro_batches(batch["targets"], accum), micro_batch_sharding)
+
+        def split(array):
+            return jax.lax.with_sharding_constraint(micro_batches(array, accum), micro_batch_sharding)
+
+        inputs, targets = split(batch["inputs"]), split(batch["targets"])
+        positions = split(batch["positions"]) if "positions" in batch else None
 
         def accumulate(carry, micro):
             grad_total, sums_total = carry
-            index, micro_inputs, micro_targets = micro
-            grads, sums = grad_fn(params, micro_inputs, micro_targets, jax.random.fold_in(step_key, index))
+            index, micro_inputs, micro_positions, micro_targets = micro
+            grads, sums = grad_fn(params, micro_inputs, micro_positions, micro_targets,
+                                  jax.random.fold_in(step_key, index))
             # With FSDP each device keeps only its slice of the gradient sums.
             grads = jax.lax.with_sharding_constraint(grads, shardings.params)
             return (
@@ -168,7 +174,7 @@ def make_train_step(graphdef, optimizer: optax.GradientTransformation, config: C
         zero_sums = {name: jnp.zeros((), jnp.float32) for name in ("nll", "z_loss", "correct", "count")}
         zero_grads = jax.tree.map(jnp.zeros_like, params)
         (grads, sums), _ = jax.lax.scan(
-            accumulate, (zero_grads, zero_sums), (jnp.arange(accum), inputs, targets)
+            accumulate, (zero_grads, zero_sums), (jnp.arange(accum), inputs, positions, targets)
         )
 
         # Mean reduction divides by the number of valid targets in the whole batch.
@@ -203,7 +209,7 @@ def make_eval_step(graphdef, config: Config, num_latents: int | None = None,
 
     def eval_step(params, batch):
         model = nnx.merge(graphdef, gather_parameters(params, shardings))
-        logits = model(batch["inputs"], num_latents=num_latents)
+        logits = model(batch["inputs"], positions=batch.get("positions"), num_latents=num_latents)
         return loss_sums(logits, batch["targets"][:, -num_latents:], z_loss)
 
     return jax.jit(eval_step, in_shardings=(shardings.params, shardings.batch),
@@ -242,6 +248,10 @@ def parameter_counts(params: dict) -> dict[str, int]:
 _RESUME_CHANGEABLE = ("steps", "mesh_data", "mesh_fsdp")
 
 
+# Model keys that a new run takes from its dataset's tokenizer when they are None.
+_FILLED_FROM_TOKENIZER = ("vocab_size", "axis_embeddings", "position_axes")
+
+
 def _check_resume_config(saved: Config, requested: Config, run_dir: Path) -> Config:
     """Resume with the saved config; only `train.steps` and the mesh may differ."""
     saved_values = saved.to_dict()
@@ -251,7 +261,8 @@ def _check_resume_config(saved: Config, requested: Config, run_dir: Path) -> Con
         for key, value in requested_values[section].items():
             if section == "train" and key in _RESUME_CHANGEABLE:
                 continue
-            if section == "model" and key == "vocab_size" and value is None:
+            # Training fills these in from the dataset's tokenizer when they are unset.
+            if section == "model" and key in _FILLED_FROM_TOKENIZER and value is None:
                 continue
             if saved_values[section].get(key) != value:
                 differences.append(f"{section}.{key}: {saved_values[section].get(key)!r} saved, {value!r} requested")
@@ -493,6 +504,9 @@ def _open_run(config: Config, run: RunDir, primary: bool, devices: list[jax.Devi
     shortfall = _copy_context_shortfall(config, dataset.metadata)
     if shortfall:
         log.warning("%s", shortfall)
+    if not resuming:
+        # A resumed run keeps its saved choice: one saved before the option existed stays off.
+        config = _resolve_axis_embeddings(config, tokenizer, config.data.dataset)
     mesh = make_mesh(config.train.mesh_data, config.train.mesh_fsdp, devices)
     check_batch_size(mesh, config.data.batch_size, config.train.grad_accum_steps)
     if resuming:
@@ -506,6 +520,10 @@ def _open_run(config: Config, run: RunDir, primary: bool, devices: list[jax.Devi
         run.write_json(run.config_path, config.to_dict())
     log.info("run %s: config %s, dataset %s (tokenizer %s, %d ids)",
              run.path, config.name, config.data.dataset, tokenizer.name, tokenizer.vocab_size)
+    if config.model.position_axes is not None:
+        log.info("axis embeddings on: learned position embeddings for each axis of the grid %s "
+                 "(model.position_axes); set model.axis_embeddings=false in a new run to leave them off",
+                 "x".join(str(size) for size in config.model.position_axes))
     return config, dataset, mesh
 
 
@@ -517,6 +535,32 @@ def _copy_context_shortfall(config: Config, metadata: dict) -> str | None:
     if source.get("layout") != "copy_task" or not isinstance(source.get("length"), int):
         return None
     return context_shortfall_message(source["length"], config.model.max_context)
+
+
+def _resolve_axis_embeddings(config: Config, tokenizer, dataset: str) -> Config:
+    """Decide `model.axis_embeddings` of a new run and set `model.position_axes` to match.
+
+    Unset, the embeddings are on when the dataset's tokenizer has `position_axes`. The grid
+    shape always comes from the tokenizer, so a run's tokenizer fixes the table sizes.
+    """
+    model = config.model
+    axes = tokenizer.position_axes
+    enabled = axes is not None if model.axis_embeddings is None else model.axis_embeddings
+    if enabled and axes is None:
+        raise ConfigError(
+            f"model.axis_embeddings=true but the tokenizer {tokenizer.name!r} of dataset {dataset} "
+            "has no position_axes (its documents are plain sequences); leave model.axis_embeddings unset"
+        )
+    if model.position_axes is not None and model.position_axes != axes:
+        raise ConfigError(
+            f"model.position_axes={list(model.position_axes)} does not match the grid "
+            f"{list(axes) if axes else None} of the tokenizer {tokenizer.name!r} of dataset {dataset}; "
+            "leave model.position_axes unset, training takes it from the tokenizer"
+        )
+    position_axes = tuple(axes) if enabled else None
+    return dataclasses.replace(
+        config, model=dataclasses.replace(model, axis_embeddings=enabled, position_axes=position_axes)
+    )
 
 
 def _initial_state(config: Config, optimizer: optax.GradientTransformation, mesh, checkpointer: Checkpointer):

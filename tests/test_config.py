@@ -66,3 +66,42 @@ def test_saved_config_round_trip(tmp_path):
 
 def test_model_config_head_channels():
     assert ModelConfig(num_channels=256, num_heads=4).head_channels == 64
+
+
+def test_position_axes_round_trip(tmp_path):
+    # config.json stores the grid as a list; loading it gives the tuple back.
+    config = get_preset("tiny")
+    config = config.__class__(
+        name=config.name, data=config.data, train=config.train,
+        model=ModelConfig(axis_embeddings=True, position_axes=(64, 64, 3)),
+    )
+    path = tmp_path / "config.json"
+    path.write_text(config.to_json())
+    loaded = load_config(str(path))
+    assert loaded.model.position_axes == (64, 64, 3)
+    assert loaded == config
+
+
+def test_saved_config_without_axis_fields_loads_off():
+    # Runs saved before the axis options existed load with the embeddings off.
+    values = get_preset("tiny").to_dict()
+    del values["model"]["axis_embeddings"]
+    del values["model"]["position_axes"]
+    model = config_from_dict(values).model
+    assert model.axis_embeddings is None
+    assert model.position_axes is None
+
+
+def test_axis_embeddings_override_parses():
+    assert apply_overrides(Config(), ["model.axis_embeddings=false"]).model.axis_embeddings is False
+    assert apply_overrides(Config(), ["model.axis_embeddings=none"]).model.axis_embeddings is None
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"position_axes": []}, "one positive size per axis"),
+    ({"position_axes": [64, 0, 3]}, "one positive size per axis"),
+    ({"axis_embeddings": False, "position_axes": [64, 64, 3]}, "model.axis_embeddings=false"),
+])
+def test_invalid_axis_settings_rejected(values, message):
+    with pytest.raises(ConfigError, match=message):
+        ModelConfig(**values)

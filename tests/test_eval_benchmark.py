@@ -112,6 +112,26 @@ def test_text_reports_bits_per_byte(text_run, tmp_path):
     assert "bits/byte" in stdout
 
 
+def test_image_run_gets_axis_embeddings(image_run, copy_run):
+    # A new run on an image dataset turns them on from the tokenizer's grid; others stay off.
+    image_model = json.loads((image_run[1] / "config.json").read_text())["model"]
+    assert image_model["axis_embeddings"] is True
+    assert image_model["position_axes"] == [64, 64, 3]
+    copy_model = json.loads((copy_run[1] / "config.json").read_text())["model"]
+    assert copy_model["axis_embeddings"] is False
+    assert copy_model["position_axes"] is None
+
+
+def test_axis_embeddings_without_grid_rejected(copy_run, tmp_path):
+    dataset, _ = copy_run
+    result = runner.invoke(app, ["train", str(tmp_path / "run"), "--config", "tiny", "--data", str(dataset),
+                                 "--set", "model.axis_embeddings=true"])
+    assert isinstance(result.exception, ConfigError)
+    assert "tokenizer 'copy'" in str(result.exception)
+    assert "has no position_axes" in str(result.exception)
+    assert not (tmp_path / "run" / "config.json").exists()
+
+
 def test_image_reports_bits_per_dimension(image_run, tmp_path):
     _, run = image_run
     metrics, stdout = _benchmark(run, tmp_path)

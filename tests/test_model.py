@@ -207,3 +207,84 @@ def test_cross_attend_dropout_keeps_fixed_subset():
     other = model(inputs, dropout_key=jax.random.key(1))
     np.testing.assert_array_equal(np.asarray(first), np.asarray(again))
     assert not np.allclose(np.asarray(first), np.asarray(other))
+
+
+# Axis embeddings.
+
+AXES = (4, 5, 3)
+
+
+def _axis_model(**changes) -> PerceiverAR:
+    model = _model(_config(position_axes=AXES, **changes))
+    # Tables as large as the token embeddings, so that a wrong position shows in the logits.
+    for index, table in enumerate(model.axis_embedding.tables):
+        table.embedding[...] = jax.random.normal(jax.random.key(20 + index), table.embedding[...].shape)
+    return model
+
+
+def _document_positions(offset: int, batch: int = 2) -> jnp.ndarray:
+    return jnp.broadcast_to(jnp.arange(CONTEXT) + offset, (batch, CONTEXT))
+
+
+def test_parameters_unchanged_without_axes():
+    # Checkpoints written before axis embeddings existed restore into a model without them.
+    state = nnx.to_pure_dict(nnx.state(PerceiverAR(_config(), rngs=nnx.Rngs(0)), nnx.Param))
+    assert sorted(state) == ["blocks", "cross_attention", "embed", "final_norm", "head"]
+
+
+def test_positions_ignored_without_axes():
+    model = _model(_config())
+    inputs = _tokens(14)
+    reference = model(inputs)
+    shifted = model(inputs, positions=_document_positions(7))
+    np.testing.assert_array_equal(np.asarray(shifted), np.asarray(reference))
+
+
+def test_axis_model_output_depends_on_offset():
+    model = _axis_model()
+    inputs = _tokens(15)
+    start = model(inputs, positions=_document_positions(1))
+    shifted = model(inputs, positions=_document_positions(2))
+    assert not np.allclose(np.asarray(start), np.asarray(shifted))
+
+
+def test_axis_model_requires_positions():
+    with pytest.raises(ValueError, match="pass `positions`"):
+        _axis_model()(_tokens(16))
+
+
+def test_axis_embedding_of_token_index():
+    # Document index p is token index p - 1, so p = 1 is the grid's first cell. The leading
+    # EOS (p = 0), padding and p = 61, one past the 60-cell grid, get no embedding.
+    model = _axis_model()
+    tables = [np.asarray(table.embedding[...]) for table in model.axis_embedding.tables]
+    tokens = jnp.asarray([[PAD_ID, 1, 5, 5, 5, 5]], jnp.int32)
+    positions = jnp.asarray([[-1, 0, 1, 2, 20, 61]], jnp.int32)
+    embedded = np.asarray(model.axis_embedding(tokens, positions))
+    np.testing.assert_array_equal(embedded[0, :2], 0.0)
+    np.testing.assert_allclose(embedded[0, 2], tables[0][0] + tables[1][0] + tables[2][0], rtol=1e-6)
+    np.testing.assert_allclose(embedded[0, 3], tables[0][0] + tables[1][0] + tables[2][1], rtol=1e-6)
+    # Token index 19 of a 4x5x3 grid: row 1, column 1, channel 1.
+    np.testing.assert_allclose(embedded[0, 4], tables[0][1] + tables[1][1] + tables[2][1], rtol=1e-6)
+    np.testing.assert_array_equal(embedded[0, 5], 0.0)
+
+
+def test_axis_model_padding_positions_ignored():
+    # Padding columns carry no embedding, so their document indices do not matter.
+    model = _axis_model()
+    inputs = _tokens(17, pad=10)
+    positions = _document_positions(-9)
+    reference = model(inputs, positions=positions)
+    scrambled = model(inputs, positions=positions.at[:, :10].set(33))
+    np.testing.assert_array_equal(np.asarray(scrambled), np.asarray(reference))
+
+
+def test_axis_model_dropout_keeps_key_positions():
+    # Cross-attend dropout gathers each kept key's document index with its token: at a rate
+    # that keeps every key, the output equals the evaluation output.
+    model = _axis_model(cross_attend_dropout=1e-9)
+    inputs = _tokens(18)
+    positions = _document_positions(3)
+    evaluation = model(inputs, positions=positions)
+    training = model(inputs, positions=positions, dropout_key=jax.random.key(2))
+    np.testing.assert_allclose(np.asarray(training), np.asarray(evaluation), atol=1e-5)

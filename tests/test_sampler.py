@@ -21,27 +21,39 @@ def highest_precision():
         yield
 
 
-def _model(context=16, latents=6, head_scale=1.0, allow_eos=True) -> PerceiverAR:
+# A grid of 48 cells: the longest test reaches document index 64, past its end.
+AXES = (4, 4, 3)
+
+
+def _model(context=16, latents=6, head_scale=1.0, allow_eos=True, axes=None) -> PerceiverAR:
     config = ModelConfig(
         vocab_size=VOCAB, max_context=context, num_latents=latents, num_channels=32, num_heads=2,
         num_layers=2, dropout=0.0, cross_attend_dropout=0.0, compute_dtype="float32",
+        position_axes=axes,
     )
     model = PerceiverAR(config, rngs=nnx.Rngs(0))
     model.head.kernel[...] = head_scale * jax.random.normal(jax.random.key(1), model.head.kernel[...].shape)
     if not allow_eos:
         model.head.bias[...] = model.head.bias[...].at[sampler_lib.EOS_ID].set(-1e4)
+    if axes is not None:
+        # Tables as large as the token embeddings, so that a wrong position shows in the logits.
+        for index, table in enumerate(model.axis_embedding.tables):
+            shape = table.embedding[...].shape
+            table.embedding[...] = jax.random.normal(jax.random.key(10 + index), shape)
     return model
 
 
+@pytest.mark.parametrize("axes", [None, AXES])
 @pytest.mark.parametrize("prompt_length", [1, 4, 20])
-def test_cached_logits_equal_full_passes(prompt_length):
+def test_cached_logits_equal_full_passes(prompt_length, axes):
     # 45 steps: past the 16-token context and through several refills of the 6-latent cache.
-    model = _model()
+    model = _model(axes=axes)
     sampler = sampler_lib.Sampler(model, SamplingConfig())
     prompt = np.random.default_rng(0).integers(2, VOCAB, size=prompt_length)
     prompt[0] = sampler_lib.EOS_ID
     window = sampler.prime_tokens(prompt, 2)
-    cached = uncached = sampler_lib.full_pass(model, window, sampler_lib.refill_latents(6))
+    cached = uncached = sampler_lib.full_pass(model, window, sampler_lib.refill_latents(6),
+                                              position=prompt_length - 1)
     cached_step = jax.jit(lambda state, token: sampler_lib.decode_step(model, state, token, True))
     uncached_step = jax.jit(lambda state, token: sampler_lib.decode_step(model, state, token, False))
 
@@ -61,8 +73,9 @@ def test_cached_logits_equal_full_passes(prompt_length):
     assert counts.count(3) >= 10
 
 
-def test_generate_same_with_and_without_cache():
-    model = _model(head_scale=0.2, allow_eos=False)
+@pytest.mark.parametrize("axes", [None, AXES])
+def test_generate_same_with_and_without_cache(axes):
+    model = _model(head_scale=0.2, allow_eos=False, axes=axes)
     prompt = np.array([sampler_lib.EOS_ID, 5, 9])
     cached = sampler_lib.Sampler(model, SamplingConfig(temperature=0.8), chunk_size=8)
     uncached = sampler_lib.Sampler(model, SamplingConfig(temperature=0.8), use_cache=False, chunk_size=8)
@@ -74,23 +87,30 @@ def test_generate_same_with_and_without_cache():
     assert len({tuple(row) for row in a.tokens}) == 3
 
 
-def test_fewer_latents_cached_equals_full_passes():
+@pytest.mark.parametrize("axes", [None, AXES])
+def test_fewer_latents_cached_equals_full_passes(axes):
     # A 6-latent model sampled with 4 latents refills its cache from 2 latents. Every
-    # prediction equals a full pass over the last M + n - 1 tokens with the same n latents.
-    model = _model(head_scale=0.5)
+    # prediction equals a full pass over the last M + n - 1 tokens with the same n latents,
+    # whose document indices the test counts itself: prompt token i has index i.
+    model = _model(head_scale=0.5, axes=axes)
     sampler = sampler_lib.Sampler(model, SamplingConfig(), num_latents=4)
     assert sampler.window == 16 + 4 - 1
     prompt = np.array([sampler_lib.EOS_ID, 7, 3, 12])
-    state = jax.jit(sampler._prime_impl)(sampler.params, sampler.prime_tokens(prompt, 2))
+    state = jax.jit(sampler._prime_impl)(sampler.params, sampler.prime_tokens(prompt, 2), len(prompt) - 1)
     step = jax.jit(lambda state, token: sampler_lib.decode_step(model, state, token, True))
-    full = jax.jit(lambda window, count: model(window, num_latents=count)[:, -1], static_argnums=1)
+    full = jax.jit(lambda window, positions, count: model(window, positions=positions, num_latents=count)[:, -1],
+                   static_argnums=2)
 
     rng = np.random.default_rng(2)
     counts = []
     for index in range(10):
         count = int(state.latent_count)
         counts.append(count)
-        expected = full(state.tokens[:, -(16 + count - 1):], count)
+        length = 16 + count - 1
+        newest = len(prompt) - 1 + index
+        positions = jnp.arange(newest - length + 1, newest + 1)[None, :]
+        assert int(state.position) == newest
+        expected = full(state.tokens[:, -length:], positions, count)
         np.testing.assert_allclose(np.asarray(state.logits), np.asarray(expected), atol=1e-4, rtol=1e-5,
                                    err_msg=f"step {index}, {count} latents")
         state = step(state, jnp.asarray(rng.integers(2, VOCAB, size=2), jnp.int32))
@@ -105,6 +125,19 @@ def test_fewer_latents_same_with_and_without_cache():
     a = cached.generate(prompt, num_tokens=24, num_variations=2, seed=5)
     b = uncached.generate(prompt, num_tokens=24, num_variations=2, seed=5)
     np.testing.assert_array_equal(a.tokens, b.tokens)
+
+
+def test_axis_embeddings_change_generation():
+    # Zeroing the axis tables changes the greedy generation, so the equalities above compare
+    # generations that the document indices shape.
+    model = _model(head_scale=0.2, allow_eos=False, axes=AXES)
+    prompt = np.array([sampler_lib.EOS_ID, 5, 9])
+    greedy = SamplingConfig(temperature=0.0)
+    with_axes = sampler_lib.Sampler(model, greedy, chunk_size=8).generate(prompt, num_tokens=24)
+    for table in model.axis_embedding.tables:
+        table.embedding[...] = jnp.zeros_like(table.embedding[...])
+    without = sampler_lib.Sampler(model, greedy, chunk_size=8).generate(prompt, num_tokens=24)
+    assert not np.array_equal(with_axes.tokens, without.tokens)
 
 
 @pytest.mark.parametrize("latents", [0, 7])

@@ -61,11 +61,14 @@ def test_loss_sums_match_numpy():
     assert float(sums["correct"]) == correct
 
 
-def test_gradient_accumulation_matches_one_batch():
+@pytest.mark.parametrize("axes", [None, (4, 4, 3)])
+def test_gradient_accumulation_matches_one_batch(axes):
+    # With axis embeddings, each micro-batch must keep its rows' positions.
     batch = training_dataset(_documents(), context=48, num_latents=12, batch_size=8, seed=0)[0]
     results = []
     for accum in (1, 4):
         config = _config(grad_accum_steps=accum)
+        config = dataclasses.replace(config, model=dataclasses.replace(config.model, position_axes=axes))
         graphdef, params, optimizer, opt_state = _setup(config)
         step = make_train_step(graphdef, optimizer, config)
         params, opt_state, metrics = step(params, opt_state, batch, 0)
@@ -114,9 +117,26 @@ def test_crop_worked_example():
     full = crop_example(tokens, end=len(tokens), context=4)
     np.testing.assert_array_equal(full["inputs"], [1, 5, 6, 7])
     np.testing.assert_array_equal(full["targets"], [5, 6, 7, 1])
+    np.testing.assert_array_equal(full["positions"], [0, 1, 2, 3])
     first = crop_example(tokens, end=3, context=4)
     np.testing.assert_array_equal(first["inputs"], [0, 0, 1, 5])
     np.testing.assert_array_equal(first["targets"], [0, 0, 5, 6])
+    np.testing.assert_array_equal(first["positions"], [-2, -1, 0, 1])
+
+
+def test_crop_positions_index_the_document():
+    # One document, so every crop comes from it: each input is the document's token at its
+    # position, and padding columns have negative positions.
+    document = _documents(count=1, seed=4)[0]
+    sequence = with_start(document["tokens"])
+    dataset = training_dataset([document], context=48, num_latents=12, batch_size=4, seed=1)
+    for index in range(10):
+        batch = dataset[index]
+        positions, inputs = batch["positions"], batch["inputs"]
+        assert positions.dtype == np.int32
+        inside = positions >= 0
+        np.testing.assert_array_equal(inputs[inside], sequence[positions[inside]])
+        np.testing.assert_array_equal(inputs[~inside], 0)
 
 
 def test_crops_keep_all_latents_valid():
