@@ -64,6 +64,10 @@ class ModelConfig:
     position_axes: tuple[int, ...] | None = None
     """Grid shape of the axis embeddings, one table per axis. Training sets it from the
     dataset's tokenizer when the axis embeddings are on; None means no axis embeddings."""
+    absolute_positions: bool = False
+    """Fixed sinusoidal embeddings of each input's index in its document, added to the token
+    embeddings on top of the rotary positions. Tasks that recall a position by its place in
+    the document, such as the mirrored copy task, need them: rotary positions are relative."""
 
     def __post_init__(self):
         _check_positive(self, "max_context", "num_latents", "num_channels", "num_heads", "num_layers")

@@ -290,22 +290,47 @@ def axis_embedding(config: ModelConfig, *, rngs: nnx.Rngs) -> AxisEmbedding | No
     return AxisEmbedding(config.position_axes, config.num_channels, rngs=rngs)
 
 
-def embed_inputs(model: nnx.Module, tokens: jax.Array, positions: jax.Array | None) -> jax.Array:
-    """Embed tokens [B, T] with `model.embed`, plus `model.axis_embedding` when it has one.
+def sinusoidal_positions(positions: jax.Array, channels: int, max_wavelength: float) -> jax.Array:
+    """Fixed sinusoids [..., D] of document indices `positions` [...], with wavelengths up to `max_wavelength`.
 
-    `positions` [B, T] are the document indices of the tokens. A model without axis
-    embeddings ignores them; one with them raises ValueError when they are missing.
+    Half the channels are sines and half cosines of positions * 2 pi / wavelength, with the
+    wavelengths spaced geometrically from 2 pi to `max_wavelength` (Vaswani et al., 2017).
+    """
+    half = channels // 2
+    frequencies = 1.0 / max_wavelength ** (jnp.arange(half, dtype=jnp.float32) / half)  # [D / 2], radians per index
+    angles = positions.astype(jnp.float32)[..., None] * frequencies  # [..., D / 2]
+    return jnp.concatenate([jnp.sin(angles), jnp.cos(angles)], axis=-1)
+
+
+# Amplitude of the absolute sinusoids: the standard deviation of the token embeddings at
+# initialisation, so that neither drowns the other.
+ABSOLUTE_POSITION_SCALE = 0.02
+
+
+def embed_inputs(model: nnx.Module, tokens: jax.Array, positions: jax.Array | None) -> jax.Array:
+    """Embed tokens [B, T] with `model.embed`, plus the absolute positions the config asks for.
+
+    `positions` [B, T] are the document indices of the tokens. They add learned axis
+    embeddings (`model.axis_embedding`) and fixed sinusoids (`model.absolute_positions`).
+    A model with neither ignores them; one with either raises ValueError when they are missing.
     """
     embedded = model.embed(tokens)  # [B, T, D]
-    if model.axis_embedding is None:
+    sinusoids = model.config.absolute_positions
+    if model.axis_embedding is None and not sinusoids:
         return embedded
     if positions is None:
         raise ValueError(
-            "this model has axis embeddings (model.position_axes is set): pass `positions`, "
-            "the index in its document of each input, where the leading EOS is 0"
+            "this model has absolute positions (model.position_axes or model.absolute_positions "
+            "is set): pass `positions`, the index in its document of each input, where the "
+            "leading EOS is 0"
         )
     positions = jnp.broadcast_to(positions, tokens.shape)
-    return embedded + model.axis_embedding(tokens, positions)
+    if model.axis_embedding is not None:
+        embedded = embedded + model.axis_embedding(tokens, positions)
+    if sinusoids:
+        waves = sinusoidal_positions(positions, embedded.shape[-1], 4.0 * model.config.max_context)
+        embedded = embedded + jnp.where((tokens != PAD_ID)[..., None], ABSOLUTE_POSITION_SCALE * waves, 0.0)
+    return embedded
 
 
 def output_head(config: ModelConfig, *, rngs: nnx.Rngs) -> nnx.Linear:

@@ -288,3 +288,36 @@ def test_axis_model_dropout_keeps_key_positions():
     evaluation = model(inputs, positions=positions)
     training = model(inputs, positions=positions, dropout_key=jax.random.key(2))
     np.testing.assert_allclose(np.asarray(training), np.asarray(evaluation), atol=1e-5)
+
+
+def test_sinusoid_model_output_depends_on_offset():
+    model = _model(_config(absolute_positions=True))
+    inputs = _tokens(19)
+    start = model(inputs, positions=_document_positions(1))
+    shifted = model(inputs, positions=_document_positions(2))
+    assert not np.allclose(np.asarray(start), np.asarray(shifted))
+
+
+def test_sinusoid_model_requires_positions():
+    with pytest.raises(ValueError, match="pass `positions`"):
+        _model(_config(absolute_positions=True))(_tokens(20))
+
+
+def test_sinusoid_model_padding_positions_ignored():
+    model = _model(_config(absolute_positions=True))
+    inputs = _tokens(21, pad=10)
+    positions = _document_positions(-9)
+    reference = model(inputs, positions=positions)
+    scrambled = model(inputs, positions=positions.at[:, :10].set(33))
+    np.testing.assert_array_equal(np.asarray(scrambled), np.asarray(reference))
+
+
+def test_sinusoids_of_document_index():
+    from pact.model import sinusoidal_positions
+
+    waves = np.asarray(sinusoidal_positions(jnp.asarray([0, 3]), 8, 100.0))
+    assert waves.shape == (2, 8)
+    np.testing.assert_allclose(waves[0], [0, 0, 0, 0, 1, 1, 1, 1], atol=1e-7)
+    # The first pair turns once per 2 pi indices; the last at wavelength 100 ** (3 / 4) * 2 pi.
+    np.testing.assert_allclose(waves[1, 0], np.sin(3.0), rtol=1e-6)
+    np.testing.assert_allclose(waves[1, 3], np.sin(3.0 / 100.0 ** 0.75), rtol=1e-5)

@@ -25,17 +25,22 @@ def highest_precision():
 AXES = (4, 4, 3)
 
 
+# Absolute positions of the document index: none, learned axis tables, or fixed sinusoids.
+POSITIONS = [None, AXES, "sinusoids"]
+
+
 def _model(context=16, latents=6, head_scale=1.0, allow_eos=True, axes=None) -> PerceiverAR:
+    sinusoids = axes == "sinusoids"
     config = ModelConfig(
         vocab_size=VOCAB, max_context=context, num_latents=latents, num_channels=32, num_heads=2,
         num_layers=2, dropout=0.0, cross_attend_dropout=0.0, compute_dtype="float32",
-        position_axes=axes,
+        position_axes=None if sinusoids else axes, absolute_positions=sinusoids,
     )
     model = PerceiverAR(config, rngs=nnx.Rngs(0))
     model.head.kernel[...] = head_scale * jax.random.normal(jax.random.key(1), model.head.kernel[...].shape)
     if not allow_eos:
         model.head.bias[...] = model.head.bias[...].at[sampler_lib.EOS_ID].set(-1e4)
-    if axes is not None:
+    if axes is not None and not sinusoids:
         # Tables as large as the token embeddings, so that a wrong position shows in the logits.
         for index, table in enumerate(model.axis_embedding.tables):
             shape = table.embedding[...].shape
@@ -43,7 +48,7 @@ def _model(context=16, latents=6, head_scale=1.0, allow_eos=True, axes=None) -> 
     return model
 
 
-@pytest.mark.parametrize("axes", [None, AXES])
+@pytest.mark.parametrize("axes", POSITIONS)
 @pytest.mark.parametrize("prompt_length", [1, 4, 20])
 def test_cached_logits_equal_full_passes(prompt_length, axes):
     # 45 steps: past the 16-token context and through several refills of the 6-latent cache.
@@ -73,7 +78,7 @@ def test_cached_logits_equal_full_passes(prompt_length, axes):
     assert counts.count(3) >= 10
 
 
-@pytest.mark.parametrize("axes", [None, AXES])
+@pytest.mark.parametrize("axes", POSITIONS)
 def test_generate_same_with_and_without_cache(axes):
     model = _model(head_scale=0.2, allow_eos=False, axes=axes)
     prompt = np.array([sampler_lib.EOS_ID, 5, 9])
@@ -87,7 +92,7 @@ def test_generate_same_with_and_without_cache(axes):
     assert len({tuple(row) for row in a.tokens}) == 3
 
 
-@pytest.mark.parametrize("axes", [None, AXES])
+@pytest.mark.parametrize("axes", POSITIONS)
 def test_fewer_latents_cached_equals_full_passes(axes):
     # A 6-latent model sampled with 4 latents refills its cache from 2 latents. Every
     # prediction equals a full pass over the last M + n - 1 tokens with the same n latents,
