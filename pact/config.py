@@ -124,9 +124,14 @@ class DataConfig:
     train.grad_accum_steps x the devices of the mesh."""
     worker_count: int = 0
     """Grain worker processes for loading batches; 0 loads in the training process."""
+    crop: str = "random"
+    """Where training windows end: "random" (uniform over the document, as in Perceiver AR) or
+    "end" (at the document's end). "end" suits the copy task: its latents then sit on the
+    mirrored half, and no step is spent on the random half, which cannot be predicted."""
 
     def __post_init__(self):
         _check_positive(self, "batch_size")
+        _check_choice(self, "crop", ("random", "end"))
         if self.worker_count < 0:
             raise ConfigError(f"data.worker_count={self.worker_count} is invalid: use 0 or more")
 

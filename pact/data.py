@@ -49,12 +49,15 @@ def with_start(tokens) -> np.ndarray:
 class RandomCrop(grain.transforms.RandomMap):
     """Cut one random training window from a document; see the module docstring."""
 
-    def __init__(self, context: int, num_latents: int):
+    def __init__(self, context: int, num_latents: int, crop: str = "random"):
         self.context = context
         self.num_latents = num_latents
+        self.crop = crop
 
     def random_map(self, element: dict, rng: np.random.Generator) -> dict[str, np.ndarray]:
         tokens = with_start(element["tokens"])
+        if self.crop == "end":
+            return crop_example(tokens, len(tokens), self.context)
         # End (exclusive) of the crop: the crop must hold N + 1 tokens unless the document is shorter.
         shortest_end = min(self.num_latents + 1, len(tokens))
         end = int(rng.integers(shortest_end, len(tokens) + 1))
@@ -104,8 +107,11 @@ class BatchRows(grain.MapDataset):
 
 
 def training_dataset(source, *, context: int, num_latents: int, batch_size: int,
-                     seed: int, rows: Sequence[int] | None = None) -> grain.MapDataset:
+                     seed: int, rows: Sequence[int] | None = None, crop: str = "random") -> grain.MapDataset:
     """Infinite `MapDataset` of batches: element i is the batch of training step i.
+
+    `crop` "random" cuts windows as the module docstring says; "end" always takes the window
+    that ends at the document's end, for tasks scored at the end such as the copy task.
 
     `rows` (default: all) selects the rows of each global batch to build, in that order.
     """
@@ -116,7 +122,7 @@ def training_dataset(source, *, context: int, num_latents: int, batch_size: int,
         .seed(seed)
         .shuffle()
         .repeat()
-        .random_map(RandomCrop(context, num_latents))
+        .random_map(RandomCrop(context, num_latents, crop))
     )
     return BatchRows(crops, batch_size, range(batch_size) if rows is None else rows)
 
@@ -132,12 +138,13 @@ def batch_iterator(dataset: grain.MapDataset, start_step: int, worker_count: int
 
 
 def validation_batches(source, *, context: int, num_latents: int, batch_size: int,
-                       num_batches: int, seed: int = 1234,
-                       rows: Sequence[int] | None = None) -> list[dict[str, np.ndarray]]:
+                       num_batches: int, seed: int = 1234, rows: Sequence[int] | None = None,
+                       crop: str = "random") -> list[dict[str, np.ndarray]]:
     """Build a fixed list of crop batches (`rows` of each), the same for every evaluation in a run."""
     if len(source) == 0:
         raise DatasetError("the validation split is empty")
     dataset = training_dataset(
-        source, context=context, num_latents=num_latents, batch_size=batch_size, seed=seed, rows=rows
+        source, context=context, num_latents=num_latents, batch_size=batch_size, seed=seed, rows=rows,
+        crop=crop,
     )
     return [dataset[index] for index in range(num_batches)]

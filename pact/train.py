@@ -390,13 +390,14 @@ def _train_and_evaluate(config: Config, run: RunDir, progress: bool,
     train_data = training_dataset(
         dataset.source(config.data.train_split), context=config.model.max_context,
         num_latents=config.model.num_latents, batch_size=batch_size, seed=config.train.seed, rows=rows,
+        crop=config.data.crop,
     )
     eval_batches = []
     if config.train.eval_every > 0 and config.data.eval_split in dataset.splits:
         local_batches = validation_batches(
             dataset.source(config.data.eval_split), context=config.model.max_context,
             num_latents=config.model.num_latents, batch_size=batch_size,
-            num_batches=config.train.eval_batches, rows=rows,
+            num_batches=config.train.eval_batches, rows=rows, crop=config.data.crop,
         )
         eval_batches = [global_batch(batch, shardings.batch, batch_size) for batch in local_batches]
 

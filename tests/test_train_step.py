@@ -162,3 +162,23 @@ def test_crops_deterministic_per_step():
     for index in (0, 7, 31):
         np.testing.assert_array_equal(first[index]["inputs"], second[index]["inputs"])
     assert not np.array_equal(first[0]["inputs"], other[0]["inputs"])
+
+
+def test_end_crops_end_at_document_end():
+    documents = _documents(count=30)
+    # [EOS] + tokens has len + 1 ids, and the last input is the one before the final EOS.
+    last_input_positions = {len(d["tokens"]) - 1 for d in documents}
+    dataset = training_dataset(documents, context=48, num_latents=12, batch_size=4, seed=3, crop="end")
+    for index in range(10):
+        batch = dataset[index]
+        np.testing.assert_array_equal(batch["targets"][:, -1], 1)
+        for row in range(4):
+            assert int(batch["positions"][row, -1]) in last_input_positions
+
+
+def test_invalid_crop_rejected():
+    from pact.config import DataConfig
+    from pact.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="crop"):
+        DataConfig(crop="middle")
