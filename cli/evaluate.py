@@ -85,7 +85,10 @@ def benchmark(
     dataset = open_dataset(dataset_path)
     loaded.tokenizer.check_compatible(dataset.tokenizer_spec, f"dataset {dataset_path}")
     if split not in dataset.splits:
-        raise DatasetError(f"dataset {dataset_path} has no split {split!r}; it has {', '.join(dataset.splits)}")
+        raise DatasetError(
+            f"dataset {dataset_path} has no split {split!r}; it has {', '.join(dataset.splits)}: "
+            "choose one with --split"
+        )
     source = dataset.source(split)
 
     with _output.progress_bar(count_targets(source), f"eval {split}", unit="targets") as bar:

@@ -32,7 +32,9 @@ def sample(
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the generated files.")] = Path("samples"),
     prime: Annotated[Path | None, typer.Option(
         help="MIDI file to continue (any file the encoder reads: several tracks and instruments "
-             "are merged). Default: start a new piece.")] = None,
+             "are merged). It must fit the model's context (2,048 events for the bundled model, "
+             "about a minute of piano): cut a longer one with --prime-seconds. Default: start a "
+             "new piece.")] = None,
     prime_seconds: Annotated[float | None, typer.Option(
         help="Use only the first seconds of --prime.")] = None,
     num_samples: Annotated[int, typer.Option("--num-samples", "-n", help="Variations, generated together.")] = 1,

@@ -27,8 +27,8 @@ Examples:
 
 
 def train(
-    run_dir: Annotated[Path, typer.Argument(help="Run directory for the config, checkpoints and metrics. "
-                                                 "An existing one is resumed from its newest checkpoint.")],
+    run_dir: Annotated[Path | None, typer.Argument(help="Run directory for the config, checkpoints and metrics. "
+                                                        "An existing one is resumed from its newest checkpoint.")] = None,
     config: Annotated[str | None, typer.Option(
         "--config", "-c",
         help="Named config (see --list-configs) or a saved config.json. Default: maestro-small for a "
@@ -48,12 +48,14 @@ def train(
 ) -> None:
     """Train a model on an encoded dataset; Ctrl-C saves a checkpoint and stops."""
     from pact.config import available_configs, load_config
+    from pact.errors import ConfigError
     from pact.run import RunDir
 
     if list_configs:
-        for name in available_configs():
-            _output.stdout.print(name)
+        _print_configs(available_configs())
         return
+    if run_dir is None:
+        raise ConfigError("missing RUN_DIR: name a new run directory to train into, or an existing one to resume")
     _distributed.join_run(coordinator_address, num_processes, process_id, auto_cluster, heartbeat_timeout)
 
     # A resumed run starts from its saved config; --set and --steps then may only extend it.
@@ -95,3 +97,14 @@ def _print_summary(summary) -> None:
     table.add_row("time", f"{summary.seconds:.0f} s")
     _output.stdout.print(table)
     _output.stdout.print(f"Sample from it with: pact sample {summary.run_dir} --out samples")
+
+
+def _print_configs(names: list[str]) -> None:
+    from pact.config import get_preset
+
+    for name in names:
+        model = get_preset(name).model
+        _output.stdout.print(
+            f"{name:<14} context {model.max_context:,}, {model.num_latents} latents, {model.num_layers} layers "
+            f"of width {model.num_channels}, {model.num_heads} heads", markup=False,
+        )

@@ -236,6 +236,8 @@ def generate_samples(run_dir: str | os.PathLike | None, out_dir: str | os.PathLi
     from pact.run import load_model
     from pact.sampler import Sampler
 
+    if Path(out_dir).exists() and not Path(out_dir).is_dir():
+        raise ConfigError(f"--out {out_dir} is a file, not a folder: give a folder for the samples")
     plan = prepare_samples(run_dir, request)
     for notice in plan.notices:
         if on_notice is not None:

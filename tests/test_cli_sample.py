@@ -227,3 +227,11 @@ def test_exported_params_of_other_model_rejected(trained_run, tmp_path):
     (exported / "config.json").write_text(json.dumps(config))
     with pytest.raises(PactError, match=r"params.npz contains another model than its config.json describes"):
         load_model(exported)
+
+
+def test_out_that_is_a_file_rejected_first(untrained_copy, tmp_path):
+    existing = tmp_path / "notes.txt"
+    existing.write_text("keep me")
+    message = _error(_sample(str(untrained_copy), "--out", str(existing)))
+    assert message == f"--out {existing} is a file, not a folder: give a folder for the samples"
+    assert existing.read_text() == "keep me"
