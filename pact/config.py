@@ -125,7 +125,7 @@ class DataConfig:
     worker_count: int = 0
     """Grain worker processes for loading batches; 0 loads in the training process."""
     crop: str = "random"
-    """Where training windows end: "random" (uniform over the document, as in Perceiver AR) or
+    """End of each training window: "random" (uniform over the document, as in Perceiver AR) or
     "end" (at the document's end). "end" suits the copy task: its latents then sit on the
     mirrored half, and no step is spent on the random half, which cannot be predicted."""
 
