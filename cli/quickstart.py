@@ -24,7 +24,8 @@ def quickstart(
 ) -> None:
     """Continue a bundled piano performance with the bundled model (or, with --train, a model you train).
 
-    Writes a MIDI file, its piano roll and, when FluidSynth is installed, a WAV file.
+    Writes OUT/sample_0.mid, its piano roll and, when FluidSynth is installed, a WAV file.
+    With --train it writes the dataset, the run and OUT/samples/sample_0.mid with its piano roll.
     """
     if train:
         _train_from_scratch(out, steps, seconds, prime_seconds)
