@@ -186,17 +186,9 @@ class Checkpointer:
             saved = ocp.StandardCheckpointer().metadata(self.directory / str(step) / "params").item_metadata
         except Exception:  # noqa: BLE001 - unreadable metadata is damage; restoring reports it
             return
-        saved_shapes = {_path_name(path): tuple(leaf.shape) for path, leaf in
-                        jax.tree_util.tree_leaves_with_path(saved)}
-        expected_shapes = {_path_name(path): tuple(leaf.shape) for path, leaf in
-                           jax.tree_util.tree_leaves_with_path(abstract_params)}
-        if saved_shapes == expected_shapes:
+        differences = shape_differences(parameter_shapes(saved), parameter_shapes(abstract_params))
+        if not differences:
             return
-        differences = [
-            f"{name}: {saved_shapes.get(name, 'absent')} saved, {expected_shapes.get(name, 'absent')} expected"
-            for name in sorted(set(saved_shapes) | set(expected_shapes))
-            if saved_shapes.get(name) != expected_shapes.get(name)
-        ]
         raise CheckpointError(
             f"the checkpoint of step {step} in {self.directory} holds another model than the "
             f"config describes ({len(differences)} parameters differ, for example "
@@ -207,5 +199,20 @@ class Checkpointer:
         self.manager.close()
 
 
-def _path_name(path) -> str:
+def parameter_name(path) -> str:
+    """Return the dotted name of a parameter's tree path, for example "blocks.0.mlp.up.kernel"."""
     return ".".join(str(getattr(key, "key", key)) for key in path)
+
+
+def parameter_shapes(params: Any) -> dict[str, tuple[int, ...]]:
+    """Return the shape of every leaf of a parameter tree, by dotted name."""
+    return {parameter_name(path): tuple(leaf.shape) for path, leaf in jax.tree_util.tree_leaves_with_path(params)}
+
+
+def shape_differences(saved: dict[str, tuple], expected: dict[str, tuple]) -> list[str]:
+    """Describe each parameter whose saved shape differs from the expected one, or is absent on one side."""
+    return [
+        f"{name}: {saved.get(name, 'absent')} saved, {expected.get(name, 'absent')} expected"
+        for name in sorted(set(saved) | set(expected))
+        if saved.get(name) != expected.get(name)
+    ]

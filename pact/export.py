@@ -49,10 +49,6 @@ def read_export_info(path: str | os.PathLike) -> dict[str, Any]:
         raise CheckpointError(f"exported model {path}: cannot read {info_path.name} ({error}); export it again") from error
 
 
-def _path_name(path) -> str:
-    return ".".join(str(getattr(key, "key", key)) for key in path)
-
-
 def export_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike, *, step: int | None = None) -> dict[str, Any]:
     """Write the parameters of a run's newest (or given) checkpoint to `out_dir`; return export.json's values.
 
@@ -62,13 +58,14 @@ def export_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike, *, step: 
 
     from flax import nnx
 
+    from pact.checkpoint import parameter_name
     from pact.model import count_parameters
     from pact.run import load_model
 
     run = RunDir(run_dir).require()
     loaded = load_model(run.path, step=step)
     params = nnx.to_pure_dict(nnx.state(loaded.model))
-    arrays = {_path_name(path): np.asarray(leaf, dtype=np.float32)
+    arrays = {parameter_name(path): np.asarray(leaf, dtype=np.float32)
               for path, leaf in jax.tree_util.tree_leaves_with_path(params)}
 
     out = Path(out_dir)
@@ -100,6 +97,8 @@ def load_exported_params(path: str | os.PathLike, abstract_params: Any) -> tuple
     """
     import jax
 
+    from pact.checkpoint import parameter_name, parameter_shapes, shape_differences
+
     info = read_export_info(path)
     if info.get("format") != EXPORT_FORMAT:
         raise CheckpointError(
@@ -113,17 +112,13 @@ def load_exported_params(path: str | os.PathLike, abstract_params: Any) -> tuple
     except (OSError, ValueError) as error:
         raise CheckpointError(f"cannot read {params_path} ({error}); export the model again") from error
 
-    leaves_with_paths, treedef = jax.tree_util.tree_flatten_with_path(abstract_params)
-    expected = {_path_name(p): tuple(leaf.shape) for p, leaf in leaves_with_paths}
-    saved = {name: array.shape for name, array in arrays.items()}
-    if saved != expected:
-        differences = [
-            f"{name}: {saved.get(name, 'absent')} saved, {expected.get(name, 'absent')} expected"
-            for name in sorted(set(saved) | set(expected)) if saved.get(name) != expected.get(name)
-        ]
+    differences = shape_differences({name: array.shape for name, array in arrays.items()},
+                                    parameter_shapes(abstract_params))
+    if differences:
         raise CheckpointError(
             f"{params_path} contains another model than its config.json describes ({len(differences)} "
             f"parameters differ, for example {'; '.join(differences[:3])}); export the model again"
         )
-    leaves = [arrays[_path_name(p)].astype(leaf.dtype) for p, leaf in leaves_with_paths]
+    leaves_with_paths, treedef = jax.tree_util.tree_flatten_with_path(abstract_params)
+    leaves = [arrays[parameter_name(path)].astype(leaf.dtype) for path, leaf in leaves_with_paths]
     return int(info["step"]), jax.tree_util.tree_unflatten(treedef, leaves)

@@ -308,7 +308,7 @@ ABSOLUTE_POSITION_SCALE = 0.02
 
 
 def embed_inputs(model: nnx.Module, tokens: jax.Array, positions: jax.Array | None) -> jax.Array:
-    """Embed tokens [B, T] with `model.embed`, plus the absolute positions the config asks for.
+    """Embed tokens [B, T] with `model.embed`, plus the absolute positions that the config enables.
 
     `positions` [B, T] are the document indices of the tokens. They add learned axis
     embeddings (`model.axis_embedding`) and fixed sinusoids (`model.absolute_positions`).

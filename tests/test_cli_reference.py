@@ -1,4 +1,4 @@
-"""docs/cli.md matches the Typer app, so the reference says what `--help` says."""
+"""docs/cli.md matches the Typer app, so the reference and `--help` print the same text."""
 
 from pathlib import Path
 
