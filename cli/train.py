@@ -17,6 +17,8 @@ Examples:
 
   pact train runs/maestro --set train.steps=20000      # resume and extend a run
 
+  pact train runs/mine --init-from bundled --data data/my_pieces --steps 1000   # fine-tune
+
   pact train runs/tiny --config tiny --data data/maestro_asap --set model.num_layers=2
 
   pact train runs/big --config maestro-paper --data data/maestro_asap --set train.mesh_fsdp=8
@@ -36,6 +38,11 @@ def train(
     data: Annotated[Path | None, typer.Option(
         help="Dataset directory written by `pact encode dataset` (DATA_DIR/NAME); sets data.dataset.")] = None,
     steps: Annotated[int | None, typer.Option(min=1, help="Total optimizer steps; sets train.steps.")] = None,
+    init_from: Annotated[str | None, typer.Option(
+        "--init-from", metavar="RUN_DIR",
+        help="Start a new run from the newest parameters of this run directory or exported model, "
+             "or of the bundled model with 'bundled' (fine-tuning); sets train.init_from. The step "
+             "count and optimizer start afresh. Without --config the new run takes the source's config.")] = None,
     overrides: Annotated[list[str] | None, typer.Option(
         "--set", "-s", metavar="KEY=VALUE",
         help="Override a config value, for example model.num_layers=4 or train.learning_rate=1e-3; repeatable.")] = None,
@@ -61,8 +68,17 @@ def train(
     # A resumed run starts from its saved config; --set and --steps then may only extend it.
     run = RunDir(run_dir)
     if config is None:
-        config = str(run.config_path) if run.exists() else "maestro-small"
+        if run.exists():
+            config = str(run.config_path)
+        elif init_from is not None:
+            from pact.train import init_source_dir
+
+            config = str(RunDir(init_source_dir(init_from)).require().config_path)
+        else:
+            config = "maestro-small"
     overrides = list(overrides or [])
+    if init_from is not None:
+        overrides.append(f"train.init_from={init_from}")
     if data is not None:
         overrides.append(f"data.dataset={data}")
     if steps is not None:

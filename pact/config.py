@@ -175,6 +175,10 @@ class TrainConfig:
     """Devices on the data-parallel mesh axis; 0 uses every device that mesh_fsdp leaves."""
     mesh_fsdp: int = 1
     """Devices that split parameters and optimizer state (FSDP); 1 replicates them on every device."""
+    init_from: str = ""
+    """Run directory or exported model whose parameters start a new run, or "bundled" for the
+    model shipped with pact; empty starts from random weights. The step count and optimizer
+    state start afresh, and the model settings must give the same parameter shapes."""
 
     def __post_init__(self):
         _check_positive(self, "steps", "learning_rate", "grad_accum_steps", "checkpoint_every")

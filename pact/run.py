@@ -94,6 +94,10 @@ class LoadedModel:
     step: int
 
 
+# The word that names the bundled model where a path is expected (`pact train --init-from`).
+BUNDLED_MODEL = "bundled"
+
+
 def resolve_run_dir(run_dir: str | os.PathLike | None) -> Path:
     """Return `run_dir`, or the folder of the model bundled with pact when it is None."""
     if run_dir is None:

@@ -34,7 +34,7 @@ from pact.checkpoint import Checkpointer
 from pact.config import Config, TrainConfig
 from pact.errors import ConfigError, DistributedError
 from pact.model import PAD_ID, PerceiverAR, count_parameters
-from pact.run import RunDir
+from pact.run import BUNDLED_MODEL, RunDir
 from pact.sharding import (
     BATCH_AXES, DATA_AXIS, FSDP_AXIS, StepShardings, gather_parameters, with_shardings,
 )
@@ -508,6 +508,9 @@ def _open_run(config: Config, run: RunDir, primary: bool, devices: list[jax.Devi
     if not resuming:
         # A resumed run keeps its saved choice: one saved before the option existed stays off.
         config = _resolve_axis_embeddings(config, tokenizer, config.data.dataset)
+        if config.train.init_from:
+            source = RunDir(init_source_dir(config.train.init_from)).require()
+            tokenizer.check_compatible(source.read_tokenizer_spec(), f"train.init_from={config.train.init_from}")
     mesh = make_mesh(config.train.mesh_data, config.train.mesh_fsdp, devices)
     check_batch_size(mesh, config.data.batch_size, config.train.grad_accum_steps)
     if resuming:
@@ -598,12 +601,46 @@ def _initial_state(config: Config, optimizer: optax.GradientTransformation, mesh
         log.info("resuming from the checkpoint at step %d", start_step)
         return graphdef, params, opt_state, shardings, start_step, int(restored_progress.get("tokens_seen", 0))
 
+    if config.train.init_from:
+        params = jax.device_put(initial_parameters(config.train.init_from, abstract_params), shardings.params)
+        opt_state = jax.jit(optimizer.init, out_shardings=shardings.opt_state)(params)
+        return graphdef, params, opt_state, shardings, 0, 0
+
     def create_state():
         params = nnx.to_pure_dict(nnx.state(create_model()))
         return params, optimizer.init(params)
 
     params, opt_state = jax.jit(create_state, out_shardings=(shardings.params, shardings.opt_state))()
     return graphdef, params, opt_state, shardings, 0, 0
+
+
+def init_source_dir(init_from: str) -> Path:
+    """Resolve `train.init_from` to a folder: a run, an exported model or the bundled model."""
+    from pact.run import resolve_run_dir
+
+    return resolve_run_dir(None if init_from == BUNDLED_MODEL else init_from)
+
+
+def initial_parameters(init_from: str, abstract_params: dict) -> dict:
+    """Load the newest parameters of `init_from` as host arrays shaped like `abstract_params`.
+
+    Raises `ConfigError` naming the parameters that differ when the source contains another model.
+    """
+    from pact.checkpoint import parameter_shapes, shape_differences
+    from pact.run import load_model
+
+    loaded = load_model(init_source_dir(init_from))
+    params = nnx.to_pure_dict(nnx.state(loaded.model))
+    differences = shape_differences(parameter_shapes(params), parameter_shapes(abstract_params))
+    if differences:
+        raise ConfigError(
+            f"train.init_from={init_from} is a different model ({len(differences)} parameters differ, "
+            f"for example {'; '.join(differences[:3])}); train with its model settings, which "
+            f"`pact info {init_from}` lists"
+        )
+    log.info("starting from the parameters of %s at step %d; the step count and optimizer start afresh",
+             init_from, loaded.step)
+    return jax.tree.map(lambda value, abstract: np.asarray(value, abstract.dtype), params, abstract_params)
 
 
 @contextlib.contextmanager

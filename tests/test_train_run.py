@@ -149,3 +149,54 @@ def test_missing_dataset_is_clear(tmp_path):
     config = apply_overrides(get_preset("tiny"), [f"data.dataset={tmp_path / 'nowhere'}"])
     with pytest.raises(DatasetError, match="nowhere"):
         train_and_evaluate(config, tmp_path / "run", progress=False)
+
+
+def test_init_from_starts_from_the_source_parameters(text_dataset, tmp_path):
+    from typer.testing import CliRunner
+
+    from pact.cli.main import app
+    from pact.run import RunDir
+
+    source = tmp_path / "source"
+    train_and_evaluate(_config(text_dataset, "train.steps=2"), source, progress=False)
+
+    # Without --config the new run takes the source's config; one step at a learning rate of
+    # 1e-9 moves no parameter visibly, so the new run must hold the source's parameters.
+    tuned = tmp_path / "tuned"
+    result = CliRunner().invoke(app, [
+        "train", str(tuned), "--init-from", str(source), "--data", str(text_dataset), "--steps", "1",
+        "--set", "train.learning_rate=1e-9", "--set", "train.warmup_steps=0",
+    ])
+    assert result.exit_code == 0, result.output
+    config = RunDir(tuned).read_config()
+    assert config.train.init_from == str(source)
+    assert config.model == RunDir(source).read_config().model
+    assert sorted(_train_rows(tuned)) == [1]
+
+    (_, source_leaves), (step, tuned_leaves) = _params(source), _params(tuned)
+    assert step == 1
+    for source_leaf, tuned_leaf in zip(source_leaves, tuned_leaves, strict=True):
+        np.testing.assert_allclose(np.asarray(tuned_leaf), np.asarray(source_leaf), atol=1e-6)
+
+    # A run from random weights with the same seed is far from the source.
+    fresh = tmp_path / "fresh"
+    train_and_evaluate(_config(text_dataset, "train.steps=1", "train.learning_rate=1e-9",
+                               "train.warmup_steps=0"), fresh, progress=False)
+    _, fresh_leaves = _params(fresh)
+    assert any(not np.allclose(np.asarray(a), np.asarray(b), atol=1e-6)
+               for a, b in zip(fresh_leaves, source_leaves, strict=True))
+
+
+def test_init_from_rejects_other_model_and_tokenizer(text_dataset, tmp_path):
+    source = tmp_path / "source"
+    train_and_evaluate(_config(text_dataset, "train.steps=1"), source, progress=False)
+    with pytest.raises(ConfigError, match=r"train.init_from=.*is a different model .*blocks.1"):
+        train_and_evaluate(_config(text_dataset, f"train.init_from={source}", "model.num_layers=2"),
+                           tmp_path / "deeper", progress=False)
+
+    spec_path = source / "tokenizer.json"
+    spec = json.loads(spec_path.read_text())
+    spec["version"] = "0"
+    spec_path.write_text(json.dumps(spec))
+    with pytest.raises(TokenizerMismatchError, match="train.init_from"):
+        train_and_evaluate(_config(text_dataset, f"train.init_from={source}"), tmp_path / "other", progress=False)
