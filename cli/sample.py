@@ -50,6 +50,10 @@ def sample(
         help="Drop events less likely than this fraction of the most likely one, in [0, 1); 0 turns it off.")] = 0.0,
     allow_end: Annotated[bool, typer.Option(
         "--allow-end", help="Let the model end a piece before the requested length.")] = False,
+    constrain: Annotated[bool, typer.Option(
+        "--constrain/--no-constrain",
+        help="Draw only events that are valid where they fall: no NOTE_OFF of a key that is not down. "
+             "The model's chance of releasing a key is kept and shared among the keys that are down.")] = True,
     seed: Annotated[int, typer.Option(help="Random seed: the same seed and options give the same output.")] = 0,
     include_prime: Annotated[bool, typer.Option(
         "--include-prime/--no-include-prime", help="Write the prime before the continuation.")] = True,
@@ -79,8 +83,8 @@ def sample(
         prime_seconds=prime_seconds, include_prime=include_prime, seed=seed,
         sampling=SamplingConfig(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
                                 allow_eos=allow_end),
-        use_cache=not no_cache, num_latents=latents, piano_roll=piano_roll, render=render,
-        soundfont=soundfont,
+        use_cache=not no_cache, num_latents=latents, constrain=constrain, piano_roll=piano_roll,
+        render=render, soundfont=soundfont,
     )
     request.validate()
 

@@ -15,7 +15,7 @@ import importlib
 from importlib import metadata
 from typing import Any
 
-from pact.encodings.base import EOS_ID, NUM_RESERVED_IDS, PAD_ID, Tokenizer
+from pact.encodings.base import EOS_ID, NUM_RESERVED_IDS, PAD_ID, PairedEvents, Tokenizer
 from pact.errors import TokenizerError
 
 ENTRY_POINT_GROUP = "pact.tokenizers"
@@ -33,6 +33,7 @@ __all__ = [
     "EOS_ID",
     "NUM_RESERVED_IDS",
     "PAD_ID",
+    "PairedEvents",
     "Tokenizer",
     "available_tokenizers",
     "get_tokenizer",

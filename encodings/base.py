@@ -20,6 +20,7 @@ rebuilds it, so the spec alone is enough.
 from __future__ import annotations
 
 import abc
+import dataclasses
 import hashlib
 import os
 from collections.abc import Iterable, Sequence
@@ -32,6 +33,33 @@ from pact.errors import TokenizerMismatchError
 PAD_ID = 0
 EOS_ID = 1
 NUM_RESERVED_IDS = 2
+
+
+@dataclasses.dataclass(frozen=True)
+class PairedEvents:
+    """Ids that open and close numbered slots, as NOTE_ON and NOTE_OFF do for each pitch.
+
+    A closing id is valid only while its slot has an open event: NOTE_OFF of a key that is not
+    sounding means nothing. The sampler counts the open events of every slot and never draws
+    an invalid closing id (`pact sample --constrain`). Their probability goes to the valid
+    closing ids.
+    """
+
+    opens: np.ndarray
+    """[V] int32: the slot each id opens, or -1."""
+    closes: np.ndarray
+    """[V] int32: the slot each id closes, or -1."""
+    num_slots: int
+
+    def open_counts(self, ids: Sequence[int] | np.ndarray) -> np.ndarray:
+        """Open events [num_slots] int32 of each slot after `ids`; closing an empty slot does nothing."""
+        counts = np.zeros(self.num_slots, np.int32)
+        for token in np.asarray(ids, np.int64):
+            if self.opens[token] >= 0:
+                counts[self.opens[token]] += 1
+            elif self.closes[token] >= 0 and counts[self.closes[token]] > 0:
+                counts[self.closes[token]] -= 1
+        return counts
 
 
 class Tokenizer(abc.ABC):
@@ -69,6 +97,10 @@ class Tokenizer(abc.ABC):
     """Shape of the grid that a document's ids fill in row-major order, or None for a plain
     sequence. For images it is (rows, columns, channels), and `axis_indices` maps a token's
     index in the document to its index on each axis, for learned per-axis position embeddings."""
+
+    def paired_events(self) -> PairedEvents | None:
+        """Ids that open and close slots (see `PairedEvents`), or None when the vocabulary has none."""
+        return None
 
     # Items and ids.
 

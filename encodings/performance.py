@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from pact.encodings.base import NUM_RESERVED_IDS, Tokenizer
+from pact.encodings.base import NUM_RESERVED_IDS, PairedEvents, Tokenizer
 from pact.encodings.midi import MidiPerformance, Notes, count_of, pair_note_events, read_midi, write_midi
 from pact.errors import ConfigError, TokenizerError
 
@@ -124,6 +124,16 @@ class PerformanceTokenizer(Tokenizer):
             "min_pitch": self.min_pitch,
             "max_pitch": self.max_pitch,
         }
+
+    def paired_events(self) -> PairedEvents:
+        """NOTE_ON of pitch p opens slot p - min_pitch and NOTE_OFF of p closes it."""
+        num_pitches = self.max_pitch - self.min_pitch + 1
+        slots = np.arange(num_pitches, dtype=np.int32)
+        opens = np.full(self.vocab_size, -1, np.int32)
+        closes = np.full(self.vocab_size, -1, np.int32)
+        opens[self.note_on_offset:self.note_on_offset + num_pitches] = slots
+        closes[self.note_off_offset:self.note_off_offset + num_pitches] = slots
+        return PairedEvents(opens=opens, closes=closes, num_slots=num_pitches)
 
     def read(self, path: str | os.PathLike) -> MidiPerformance:
         """Read a MIDI file with this tokenizer's drum and pitch-range options."""

@@ -52,6 +52,8 @@ class SampleRequest:
     use_cache: bool = True
     num_latents: int | None = None
     """Latents to sample with (the cache capacity); None uses the run's trained latents."""
+    constrain: bool = True
+    """Draw only valid events, such as NOTE_OFFs of sounding keys (the tokenizer's `paired_events`)."""
     piano_roll: bool = True
     """Write a piano-roll PNG beside each MIDI file."""
     render: bool = False
@@ -248,7 +250,9 @@ def generate_samples(run_dir: str | os.PathLike | None, out_dir: str | os.PathLi
     # 1. Model and compiled sampler.
     loaded = load_model(run_dir, step=step)
     log.info("loaded %s at step %d", "the bundled model" if run_dir is None else f"run {run_dir}", loaded.step)
-    sampler = Sampler(loaded.model, request.sampling, use_cache=request.use_cache, num_latents=plan.num_latents)
+    paired_events = loaded.tokenizer.paired_events() if request.constrain else None
+    sampler = Sampler(loaded.model, request.sampling, use_cache=request.use_cache, num_latents=plan.num_latents,
+                      paired_events=paired_events)
     _, _, compile_seconds = sampler.compiled(request.num_samples)
     log.info("compiled the sampler for %d variation(s) with %d latents in %.1f s",
              request.num_samples, plan.num_latents, compile_seconds)

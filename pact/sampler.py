@@ -55,7 +55,8 @@ from flax import nnx
 
 from pact.errors import ConfigError
 from pact.model import PAD_ID, Attention, PerceiverAR, apply_rotary, embed_inputs
-from pact.sampling import SamplingConfig, sample_logits
+from pact.encodings.base import PairedEvents
+from pact.sampling import MASKED_LOGIT, SamplingConfig, sample_logits
 
 EOS_ID = 1
 _MASKED = -1e30  # as in pact.attention: finite, so that a masked logit never produces NaN
@@ -341,10 +342,15 @@ class Sampler:
     so generations of any length reuse them. `generate` runs `chunk_size` steps per jitted
     call and reports progress between calls. `num_latents` (default: the model's trained
     latents, and at most that many) sets N, the latent cache capacity.
+
+    With `paired_events` (the tokenizer's `PairedEvents`) the sampler counts the open events
+    of every slot, from the prompt on, and never draws a closing id whose slot has none open
+    (see `_valid_events`): no NOTE_OFF of a key that is not down.
     """
 
     def __init__(self, model: PerceiverAR, sampling: SamplingConfig, *, use_cache: bool = True,
-                 chunk_size: int = 32, num_latents: int | None = None):
+                 chunk_size: int = 32, num_latents: int | None = None,
+                 paired_events: PairedEvents | None = None):
         self.config = model.config
         self.num_latents = self.config.num_latents if num_latents is None else num_latents
         if not 1 <= self.num_latents <= self.config.num_latents:
@@ -358,6 +364,7 @@ class Sampler:
         self.use_cache = use_cache
         self.chunk_size = chunk_size
         self.window = self.config.max_context + self.num_latents - 1
+        self.paired_events = paired_events
         self._prime = jax.jit(self._prime_impl)
         self._chunk = jax.jit(self._chunk_impl)
         self._compiled: dict[int, tuple] = {}
@@ -370,22 +377,29 @@ class Sampler:
         return full_pass(self._model(params), tokens, refill_latents(self.num_latents), self.num_latents,
                          position=position)
 
-    def _chunk_impl(self, params, state: DecodeState, done: jax.Array, key: jax.Array, start: jax.Array):
-        """Run `chunk_size` steps: (state, done [B], outputs [B, chunk_size]) after them."""
+    def _chunk_impl(self, params, state: DecodeState, done: jax.Array, open_counts: jax.Array,
+                    key: jax.Array, start: jax.Array):
+        """Run `chunk_size` steps: (state, done [B], open_counts [B, S], outputs [B, chunk_size]) after them."""
         model = self._model(params)
         chunk_size = self.chunk_size
+        pairs = self.paired_events
 
         def step(index, carry, advance):
-            state, done, outputs = carry
+            state, done, open_counts, outputs = carry
             step_key = jax.random.fold_in(key, start + index)
-            token = sample_logits(state.logits, step_key, self.sampling)
+            logits = state.logits
+            if pairs is not None:
+                logits = _valid_events(logits, open_counts, pairs)
+            token = sample_logits(logits, step_key, self.sampling)
             token = jnp.where(done, PAD_ID, token)
             done = done | (token == EOS_ID)
             outputs = outputs.at[:, index].set(token)
-            return advance(model, state, token), done, outputs
+            if pairs is not None:
+                open_counts = _count_open_events(open_counts, token, pairs)
+            return advance(model, state, token), done, open_counts, outputs
 
         outputs = jnp.zeros((done.shape[0], chunk_size), jnp.int32)
-        carry = (state, done, outputs)
+        carry = (state, done, open_counts, outputs)
         if not self.use_cache:
             return jax.lax.fori_loop(0, chunk_size, lambda i, c: step(i, c, uncached_step), carry)
 
@@ -401,6 +415,10 @@ class Sampler:
             return jnp.where(refill, end + 1, end), carry
 
         return jax.lax.while_loop(lambda loop: loop[0] < chunk_size, segment, (jnp.asarray(0), carry))[1]
+
+    @property
+    def _num_slots(self) -> int:
+        return 0 if self.paired_events is None else self.paired_events.num_slots
 
     def prime_tokens(self, prompt: np.ndarray, num_variations: int) -> jax.Array:
         """Window [B, W] holding the prompt's last W tokens, left-padded."""
@@ -420,9 +438,10 @@ class Sampler:
         prime = self._prime.lower(self.params, tokens, position).compile()
         state = jax.eval_shape(self._prime_impl, self.params, tokens, position)
         done = jax.ShapeDtypeStruct((num_variations,), jnp.bool_)
+        open_counts = jax.ShapeDtypeStruct((num_variations, self._num_slots), jnp.int32)
         key = jax.eval_shape(lambda: jax.random.key(0))
         start = jax.ShapeDtypeStruct((), jnp.int32)
-        chunk = self._chunk.lower(self.params, state, done, key, start).compile()
+        chunk = self._chunk.lower(self.params, state, done, open_counts, key, start).compile()
         self._compiled[num_variations] = (prime, chunk)
         return prime, chunk, time.perf_counter() - started
 
@@ -447,11 +466,16 @@ class Sampler:
 
         started = time.perf_counter()
         done = jnp.zeros((num_variations,), bool)
+        open_counts = np.zeros((num_variations, self._num_slots), np.int32)
+        if self.paired_events is not None:
+            open_counts[:] = self.paired_events.open_counts(prompt)
+        open_counts = jnp.asarray(open_counts)
         key = jax.random.key(seed)
         chunks = []
         generated = 0
         while generated < num_tokens:
-            state, done, outputs = chunk(self.params, state, done, key, jnp.asarray(generated, jnp.int32))
+            state, done, open_counts, outputs = chunk(self.params, state, done, open_counts, key,
+                                                      jnp.asarray(generated, jnp.int32))
             chunks.append(np.asarray(outputs))
             generated += self.chunk_size
             if on_chunk is not None:
@@ -464,6 +488,35 @@ class Sampler:
         tokens = np.concatenate(chunks, axis=1)[:, :num_tokens]
         lengths = np.array([_length_through_eos(row) for row in tokens])
         return GenerationResult(tokens, lengths, compile_seconds, prime_seconds, decode_seconds)
+
+
+def _valid_events(logits: jax.Array, open_counts: jax.Array, pairs: PairedEvents) -> jax.Array:
+    """Logits [B, V] float32 that draw only valid closing ids, keeping the chance of closing one.
+
+    A closing id is valid while its slot has open events. The model's total probability of
+    the closing ids is kept and shared among the valid ones in proportion to their own, so
+    the model still releases a key as often as it means to, and releases one that is down.
+    With no slot open, every closing id is masked and the other ids share the probability.
+    """
+    logits = logits.astype(jnp.float32)
+    closing = jnp.asarray(pairs.closes) >= 0  # [V]
+    slot_open = jnp.take(open_counts, jnp.maximum(jnp.asarray(pairs.closes), 0), axis=1) > 0  # [B, V]
+    valid_closing = closing & slot_open
+
+    # log P(any closing id) - log P(a valid closing id), added to each valid closing id.
+    closing_mass = jax.nn.logsumexp(jnp.where(closing, logits, -jnp.inf), axis=-1, keepdims=True)  # [B, 1]
+    valid_mass = jax.nn.logsumexp(jnp.where(valid_closing, logits, -jnp.inf), axis=-1, keepdims=True)
+    shift = jnp.where(jnp.isfinite(valid_mass), closing_mass - valid_mass, 0.0)
+    logits = jnp.where(valid_closing, logits + shift, logits)
+    return jnp.where(~closing | slot_open, logits, MASKED_LOGIT)
+
+
+def _count_open_events(open_counts: jax.Array, token: jax.Array, pairs: PairedEvents) -> jax.Array:
+    """Open events [B, S] after each row's new token [B]; -1 (no slot) one-hot encodes to zeros."""
+    num_slots = open_counts.shape[1]
+    opened = jax.nn.one_hot(jnp.asarray(pairs.opens)[token], num_slots, dtype=jnp.int32)
+    closed = jax.nn.one_hot(jnp.asarray(pairs.closes)[token], num_slots, dtype=jnp.int32)
+    return open_counts + opened - closed
 
 
 def _length_through_eos(row: np.ndarray) -> int:

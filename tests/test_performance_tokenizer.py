@@ -36,6 +36,26 @@ def test_vocab_layout_defaults():
         assert tokenizer.id_to_token(token_id) == name
 
 
+@pytest.mark.parametrize("min_pitch, max_pitch", [(0, 127), (21, 108)])
+def test_paired_events_follow_the_decoder(min_pitch, max_pitch):
+    tokenizer = PerformanceTokenizer(min_pitch=min_pitch, max_pitch=max_pitch)
+    pairs = tokenizer.paired_events()
+    assert pairs.num_slots == max_pitch - min_pitch + 1
+    on, off = tokenizer.token_to_id("NOTE_ON_60"), tokenizer.token_to_id("NOTE_OFF_60")
+    assert pairs.opens[on] == pairs.closes[off] == 60 - min_pitch
+    assert pairs.opens[off] == pairs.closes[on] == -1
+    others = [tokenizer.token_to_id(name) for name in ("PAD", "EOS", "TIME_SHIFT_5", "VELOCITY_3")]
+    assert np.all(pairs.opens[others] == -1) and np.all(pairs.closes[others] == -1)
+
+    # The decoder ignores a NOTE_OFF of a key that is not down, and closes two NOTE_ONs of
+    # one key one at a time: the counts say which notes it still holds.
+    names = ["NOTE_OFF_64", "NOTE_ON_60", "NOTE_ON_60", "NOTE_ON_64", "TIME_SHIFT_10", "NOTE_OFF_60", "NOTE_OFF_64"]
+    ids = tokenizer.tokens_to_ids(names)
+    counts = pairs.open_counts(ids)
+    assert counts[60 - min_pitch] == 1 and counts[64 - min_pitch] == 0 and counts.sum() == 1
+    assert tokenizer.decode_with_report(ids)[1].unclosed_notes == 1
+
+
 def test_layout_matches_note_seq_one_hot():
     from note_seq.performance_encoder_decoder import PerformanceOneHotEncoding
     from note_seq.performance_lib import PerformanceEvent

@@ -8,6 +8,7 @@ from flax import nnx
 
 from pact import sampler as sampler_lib
 from pact.config import ModelConfig
+from pact.encodings import EOS_ID, PairedEvents
 from pact.errors import ConfigError
 from pact.model import PerceiverAR
 from pact.sampling import SamplingConfig, filter_logits, sample_logits
@@ -230,3 +231,63 @@ def test_top_k_and_min_p_filters():
 def test_invalid_sampling_values_rejected(values, text):
     with pytest.raises(ConfigError, match=text):
         SamplingConfig(**values)
+
+
+# Ids 2-9 open slots 0-7 and ids 10-17 close them, as NOTE_ON and NOTE_OFF of eight keys do.
+PAIRS = PairedEvents(
+    opens=np.array([-1, -1, *range(8)] + [-1] * (VOCAB - 10), np.int32),
+    closes=np.array([-1] * 10 + list(range(8)) + [-1] * (VOCAB - 18), np.int32),
+    num_slots=8,
+)
+
+
+def _stray_closings(prompt: np.ndarray, row: np.ndarray) -> tuple[int, int]:
+    """(closing ids, closing ids of a slot without open events) in `row` after `prompt`."""
+    counts = PAIRS.open_counts(prompt)
+    closings = stray = 0
+    for token in row:
+        if PAIRS.opens[token] >= 0:
+            counts[PAIRS.opens[token]] += 1
+        elif PAIRS.closes[token] >= 0:
+            slot = PAIRS.closes[token]
+            closings += 1
+            stray += counts[slot] == 0
+            counts[slot] = max(counts[slot] - 1, 0)
+    return closings, stray
+
+
+def test_paired_events_are_never_closed_unopened():
+    model = _model(head_scale=0.3, allow_eos=False)
+    prompt = np.array([EOS_ID, 3, 4, 11])  # opens slots 1 and 2, closes slot 1
+    constrained = sampler_lib.Sampler(model, SamplingConfig(), chunk_size=8, paired_events=PAIRS)
+    tokens = constrained.generate(prompt, num_tokens=64, num_variations=4, seed=2).tokens
+    totals = np.array([_stray_closings(prompt, row) for row in tokens])
+    assert totals[:, 0].sum() > 20 and totals[:, 1].sum() == 0
+
+    # The same model draws stray closing ids without the constraint.
+    free = sampler_lib.Sampler(model, SamplingConfig(), chunk_size=8).generate(
+        prompt, num_tokens=64, num_variations=4, seed=2).tokens
+    assert sum(_stray_closings(prompt, row)[1] for row in free) > 0
+
+    # The cache does not change constrained generation either.
+    uncached = sampler_lib.Sampler(model, SamplingConfig(), use_cache=False, chunk_size=8, paired_events=PAIRS)
+    np.testing.assert_array_equal(uncached.generate(prompt, num_tokens=64, num_variations=4, seed=2).tokens, tokens)
+
+
+def test_valid_events_keep_the_chance_of_closing():
+    logits = jnp.asarray(np.random.default_rng(0).normal(size=(2, VOCAB)), jnp.float32)
+    open_counts = jnp.asarray([[0, 2, 1, 0, 0, 0, 0, 0], [0] * 8], jnp.int32)
+    adjusted = sampler_lib._valid_events(logits, open_counts, PAIRS)
+    before, after = jax.nn.softmax(logits), jax.nn.softmax(adjusted)
+    closing = slice(10, 18)
+
+    # Row 0: only slots 1 and 2 may close; they share all the closing probability, in the
+    # ratio the model gave them, and every other id keeps its probability.
+    np.testing.assert_allclose(after[0, closing].sum(), before[0, closing].sum(), rtol=1e-5)
+    assert np.count_nonzero(np.asarray(after[0, closing]) > 1e-12) == 2
+    np.testing.assert_allclose(after[0, 11] / after[0, 12], before[0, 11] / before[0, 12], rtol=1e-5)
+    np.testing.assert_allclose(after[0, :10], before[0, :10], rtol=1e-5)
+
+    # Row 1: nothing is open, so no closing id can be drawn and the rest share its probability.
+    np.testing.assert_allclose(after[1, closing], 0.0, atol=1e-12)
+    np.testing.assert_allclose(after[1, :10] / after[1, :10].sum(), before[1, :10] / before[1, :10].sum(), rtol=1e-5)
