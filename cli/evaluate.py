@@ -49,6 +49,9 @@ def benchmark(
     block_size: Annotated[int | None, typer.Option(
         min=1, help="Targets scored per forward pass (1 to --latents); smaller gives each target "
                     "more context at more cost. Default: --latents.")] = None,
+    align: Annotated[str | None, typer.Option(
+        help="Tile each document's blocks from its 'start' or its 'end'. Default: 'end' for a run "
+             "trained on windows at the document's end (data.crop=end), else 'start'.")] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Windows per forward pass.")] = 8,
     step: Annotated[int | None, typer.Option(min=0, help="Checkpoint step; default: the newest.")] = None,
     json_out: _JsonOut = None,
@@ -94,7 +97,7 @@ def benchmark(
     with _output.progress_bar(count_targets(source), f"eval {split}", unit="targets") as bar:
         result = evaluate_source(
             loaded.model, source, split=split, num_latents=latents, block_size=block_size,
-            batch_size=batch_size, on_batch=bar.advance, tokenizer=loaded.tokenizer, mesh=mesh,
+            batch_size=batch_size, align=align or ("end" if loaded.config.data.crop == "end" else "start"), on_batch=bar.advance, tokenizer=loaded.tokenizer, mesh=mesh,
         )
     if not distributed.is_primary():
         return
@@ -131,6 +134,7 @@ def _print_benchmark_table(metrics: dict) -> None:
         if key in metrics:
             table.add_row(label, number_format.format(metrics[key]))
     table.add_row("latents / block / context", f"{metrics['num_latents']} / {metrics['block_size']} / {metrics['context']}")
+    table.add_row("blocks aligned to", f"document {metrics['align']}")
     _output.stdout.print(table)
 
     buckets = Table(title="NLL by position in the document")

@@ -5,7 +5,9 @@ scored exactly once. The targets are tiled into blocks of W <= N consecutive pos
 ending at target position b is scored by the last W latents of one forward pass whose input is
 the up to M tokens before b, so every target sees between M - W + 1 and M tokens of context
 (fewer near the start of a document). W = N is the cheapest setting; W = 1 gives every target
-the full context at N times the cost.
+the full context at N times the cost. Blocks are tiled from the document's start, or from its
+end (`align="end"`), which matches a model trained on windows that end there (`data.crop=end`):
+the copy task's mirrored half then falls in one block laid out as in training.
 
 Reported per split: NLL per token in nats and bits, perplexity, next-token accuracy, and the
 NLL and accuracy bucketed by the target's position in its document (0-512, 512-1024,
@@ -50,13 +52,26 @@ class Window:
     document: int = -1  # index of the document in its source, -1 for padding
 
 
-def document_windows(tokens: np.ndarray, context: int, block_size: int, document: int = -1) -> Iterator[Window]:
-    """Windows that together score every target of one document once."""
+ALIGNMENTS = ("start", "end")
+
+
+def block_ranges(length: int, block_size: int, align: str = "start") -> list[tuple[int, int]]:
+    """Split target indices 1 .. length - 1 into blocks [first, last] of at most `block_size`.
+
+    "start" makes every block but the last full, "end" every block but the first.
+    """
+    if align == "start":
+        return [(first, min(first + block_size - 1, length - 1)) for first in range(1, length, block_size)]
+    return [(max(1, last - block_size + 1), last) for last in range(length - 1, 0, -block_size)][::-1]
+
+
+def document_windows(tokens: np.ndarray, context: int, block_size: int, document: int = -1,
+                     align: str = "start") -> Iterator[Window]:
+    """Windows that together score every target of one document once, in blocks aligned by `align`."""
     sequence = with_start(tokens)
     length = len(sequence)
     # Targets are sequence[1:]; block [first, last] is scored from the inputs before `last`.
-    for first in range(1, length, block_size):
-        last = min(first + block_size - 1, length - 1)
+    for first, last in block_ranges(length, block_size, align):
         start = max(0, last - context)
         inputs = sequence[start:last]
         scored = last - first + 1
@@ -71,10 +86,10 @@ def document_windows(tokens: np.ndarray, context: int, block_size: int, document
         yield Window(window_inputs, input_positions, window_targets, window_positions, document)
 
 
-def _batches(source, context: int, block_size: int, batch_size: int) -> Iterator[dict[str, np.ndarray]]:
+def _batches(source, context: int, block_size: int, batch_size: int, align: str) -> Iterator[dict[str, np.ndarray]]:
     pending: list[Window] = []
     for index in range(len(source)):
-        for window in document_windows(np.asarray(source[index]["tokens"]), context, block_size, index):
+        for window in document_windows(np.asarray(source[index]["tokens"]), context, block_size, index, align):
             pending.append(window)
             if len(pending) == batch_size:
                 yield _stack(pending, batch_size)
@@ -138,6 +153,7 @@ class EvalResult:
     num_latents: int
     block_size: int
     context: int
+    align: str  # "start" or "end": where the blocks of each document are tiled from
     buckets: list[dict]  # {"start", "end", "targets", "nll", "bits", "accuracy"} per position bucket
     token_unit: str = "token"  # unit of one target: "event", "sub-pixel", ...
     modality: str | None = None
@@ -152,7 +168,7 @@ class EvalResult:
 
 
 def evaluate_source(model, source, *, split: str, num_latents: int | None = None,
-                    block_size: int | None = None, batch_size: int = 8,
+                    block_size: int | None = None, batch_size: int = 8, align: str = "start",
                     on_batch: Callable[[int], None] | None = None, tokenizer=None,
                     mesh=None) -> EvalResult:
     """Score every target of every document in `source` (see the module docstring).
@@ -173,6 +189,8 @@ def evaluate_source(model, source, *, split: str, num_latents: int | None = None
         raise ConfigError(
             f"--block-size={block_size} is invalid: use 1 to the number of latents ({num_latents})"
         )
+    if align not in ALIGNMENTS:
+        raise ConfigError(f"--align={align!r} is invalid: use {' or '.join(ALIGNMENTS)}")
 
     params = nnx.to_pure_dict(nnx.state(model))
     if mesh is None:
@@ -192,7 +210,7 @@ def evaluate_source(model, source, *, split: str, num_latents: int | None = None
     document_metrics = metrics_for(tokenizer)
     document_scores = DocumentScores(source, document_metrics) if document_metrics else None
 
-    for batch in _batches(source, context, block_size, batch_size):
+    for batch in _batches(source, context, block_size, batch_size, align):
         local = {"inputs": batch["inputs"][rows], "input_positions": batch["input_positions"][rows],
                  "targets": batch["targets"][rows, -num_latents:]}
         placed = global_batch(local, shardings.batch, batch_size)
@@ -225,7 +243,7 @@ def evaluate_source(model, source, *, split: str, num_latents: int | None = None
         split=split, documents=len(source), targets=total_count, nll=mean_nll,
         bits=mean_nll / math.log(2), perplexity=math.exp(min(mean_nll, 50.0)),
         accuracy=total_correct / max(total_count, 1), num_latents=num_latents,
-        block_size=block_size, context=context, buckets=buckets,
+        block_size=block_size, context=context, align=align, buckets=buckets,
         token_unit=getattr(tokenizer, "token_unit", "token"),
         modality=getattr(tokenizer, "modality", None),
         modality_metrics=document_scores.result() if document_scores is not None else {},

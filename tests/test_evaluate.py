@@ -8,7 +8,7 @@ from flax import nnx
 
 from pact.config import ModelConfig
 from pact.data import with_start
-from pact.evaluate import document_windows, evaluate_source
+from pact.evaluate import block_ranges, document_windows, evaluate_source
 from pact.model import PerceiverAR
 
 VOCAB = 30
@@ -31,6 +31,26 @@ def test_window_input_positions_index_the_document(block_size):
         # Each scored target follows the input in its column.
         scored = window.positions >= 0
         np.testing.assert_array_equal(window.positions[scored], window.input_positions[scored] + 1)
+
+
+@pytest.mark.parametrize("align", ["start", "end"])
+@pytest.mark.parametrize("length, block_size", [(41, 8), (41, 10), (5, 8), (2, 1)])
+def test_blocks_score_every_target_once(length, block_size, align):
+    ranges = block_ranges(length, block_size, align)
+    scored = [index for first, last in ranges for index in range(first, last + 1)]
+    assert scored == list(range(1, length))
+    sizes = [last - first + 1 for first, last in ranges]
+    assert max(sizes) <= block_size
+    # Only the block farthest from the alignment may be short.
+    full = sizes[:-1] if align == "start" else sizes[1:]
+    assert all(size == block_size for size in full)
+
+
+def test_end_alignment_ends_at_document_end():
+    tokens = np.arange(2, 43, dtype=np.int32)  # 41 tokens: targets 1 .. 41 after the leading EOS
+    windows = list(document_windows(tokens, context=16, block_size=8, align="end"))
+    assert [int(w.positions[w.positions >= 0][0]) for w in windows] == [1, 2, 10, 18, 26, 34]
+    assert windows[-1].positions[-1] == 41
 
 
 def test_axis_model_scores_match_direct_forward():
