@@ -341,11 +341,15 @@ def test_open_unknown_split_lists_splits(pg19_mini, tmp_path):
 # An encoding run in a subprocess whose tokenizer blocks on the file gate.txt until the file
 # `release` exists: the real bytes tokenizer with a pause, so the test can kill the run at a
 # known point. Its spec equals the bytes tokenizer's, so a rerun with "bytes" resumes the cache.
+# The script restores Python's Ctrl-C handler: a shell without job control starts background
+# commands with SIGINT ignored, and children inherit that, so the test's SIGINT would be lost.
 _GATED_RUN = """
-import sys, time
+import signal, sys, time
 from pathlib import Path
 from pact.datasets import encode_dataset
 from pact.encodings.bytes import BytesTokenizer
+
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 class GatedBytesTokenizer(BytesTokenizer):
     def encode_file(self, path):
