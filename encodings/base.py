@@ -52,7 +52,7 @@ class PairedEvents:
     num_slots: int
 
     def open_counts(self, ids: Sequence[int] | np.ndarray) -> np.ndarray:
-        """Open events [num_slots] int32 of each slot after `ids`; closing an empty slot does nothing."""
+        """Count the open events [num_slots] int32 of each slot after `ids`. Closing an empty slot does nothing."""
         counts = np.zeros(self.num_slots, np.int32)
         for token in np.asarray(ids, np.int64):
             if self.opens[token] >= 0:

@@ -56,7 +56,7 @@ from flax import nnx
 from pact.errors import ConfigError
 from pact.model import PAD_ID, Attention, PerceiverAR, apply_rotary, embed_inputs
 from pact.encodings.base import PairedEvents
-from pact.sampling import MASKED_LOGIT, SamplingConfig, sample_logits
+from pact.sampling import SamplingConfig, sample_logits
 
 EOS_ID = 1
 _MASKED = -1e30  # as in pact.attention: finite, so that a masked logit never produces NaN
@@ -491,7 +491,7 @@ class Sampler:
 
 
 def _valid_events(logits: jax.Array, open_counts: jax.Array, pairs: PairedEvents) -> jax.Array:
-    """Logits [B, V] float32 that draw only valid closing ids, keeping the chance of closing one.
+    """Mask invalid closing ids in logits [B, V] (returned as float32), keeping the chance of closing one.
 
     A closing id is valid while its slot has open events. The model's total probability of
     the closing ids is kept and shared among the valid ones in proportion to their own, so
@@ -508,11 +508,11 @@ def _valid_events(logits: jax.Array, open_counts: jax.Array, pairs: PairedEvents
     valid_mass = jax.nn.logsumexp(jnp.where(valid_closing, logits, -jnp.inf), axis=-1, keepdims=True)
     shift = jnp.where(jnp.isfinite(valid_mass), closing_mass - valid_mass, 0.0)
     logits = jnp.where(valid_closing, logits + shift, logits)
-    return jnp.where(~closing | slot_open, logits, MASKED_LOGIT)
+    return jnp.where(~closing | slot_open, logits, _MASKED)
 
 
 def _count_open_events(open_counts: jax.Array, token: jax.Array, pairs: PairedEvents) -> jax.Array:
-    """Open events [B, S] after each row's new token [B]; -1 (no slot) one-hot encodes to zeros."""
+    """Update the open events [B, S] with each row's new token [B]. A slot of -1 one-hot encodes to zeros."""
     num_slots = open_counts.shape[1]
     opened = jax.nn.one_hot(jnp.asarray(pairs.opens)[token], num_slots, dtype=jnp.int32)
     closed = jax.nn.one_hot(jnp.asarray(pairs.closes)[token], num_slots, dtype=jnp.int32)

@@ -17,8 +17,7 @@ from pact.errors import ConfigError
 
 PAD_ID = 0
 EOS_ID = 1
-# Logit of a token that must not be drawn: far below any real logit, yet finite in float32.
-MASKED_LOGIT = -1e30
+_MASKED = -1e30
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,9 +47,9 @@ class SamplingConfig:
 
 
 def _mask_reserved(logits: jax.Array, config: SamplingConfig) -> jax.Array:
-    logits = logits.astype(jnp.float32).at[:, PAD_ID].set(MASKED_LOGIT)
+    logits = logits.astype(jnp.float32).at[:, PAD_ID].set(_MASKED)
     if not config.allow_eos:
-        logits = logits.at[:, EOS_ID].set(MASKED_LOGIT)
+        logits = logits.at[:, EOS_ID].set(_MASKED)
     return logits
 
 
@@ -60,12 +59,12 @@ def filter_logits(logits: jax.Array, config: SamplingConfig) -> jax.Array:
 
     if config.top_k > 0 and config.top_k < logits.shape[-1]:
         kth_largest = jax.lax.top_k(logits, config.top_k)[0][:, -1:]  # [B, 1]
-        logits = jnp.where(logits >= kth_largest, logits, MASKED_LOGIT)
+        logits = jnp.where(logits >= kth_largest, logits, _MASKED)
 
     if config.min_p > 0.0:
         log_probs = jax.nn.log_softmax(logits, axis=-1)
         threshold = jnp.max(log_probs, axis=-1, keepdims=True) + jnp.log(config.min_p)
-        logits = jnp.where(log_probs >= threshold, logits, MASKED_LOGIT)
+        logits = jnp.where(log_probs >= threshold, logits, _MASKED)
 
     if config.top_p < 1.0:
         order = jnp.argsort(-logits, axis=-1)  # [B, V] most likely first
@@ -75,7 +74,7 @@ def filter_logits(logits: jax.Array, config: SamplingConfig) -> jax.Array:
         mass_before = jnp.cumsum(sorted_probs, axis=-1) - sorted_probs
         keep_sorted = mass_before < config.top_p
         keep = jnp.zeros_like(keep_sorted).at[jnp.arange(logits.shape[0])[:, None], order].set(keep_sorted)
-        logits = jnp.where(keep, logits, MASKED_LOGIT)
+        logits = jnp.where(keep, logits, _MASKED)
 
     return logits
 

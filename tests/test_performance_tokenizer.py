@@ -45,14 +45,17 @@ def test_paired_events_follow_the_decoder(min_pitch, max_pitch):
     assert pairs.opens[on] == pairs.closes[off] == 60 - min_pitch
     assert pairs.opens[off] == pairs.closes[on] == -1
     others = [tokenizer.token_to_id(name) for name in ("PAD", "EOS", "TIME_SHIFT_5", "VELOCITY_3")]
-    assert np.all(pairs.opens[others] == -1) and np.all(pairs.closes[others] == -1)
+    assert np.all(pairs.opens[others] == -1)
+    assert np.all(pairs.closes[others] == -1)
 
-    # The decoder ignores a NOTE_OFF of a key that is not down, and closes two NOTE_ONs of
-    # one key one at a time: the counts say which notes it still holds.
+    # The decoder ignores a NOTE_OFF of a key that is not down and closes two NOTE_ONs of one
+    # key one at a time. The counts give the notes it still holds at the end.
     names = ["NOTE_OFF_64", "NOTE_ON_60", "NOTE_ON_60", "NOTE_ON_64", "TIME_SHIFT_10", "NOTE_OFF_60", "NOTE_OFF_64"]
     ids = tokenizer.tokens_to_ids(names)
     counts = pairs.open_counts(ids)
-    assert counts[60 - min_pitch] == 1 and counts[64 - min_pitch] == 0 and counts.sum() == 1
+    assert counts[60 - min_pitch] == 1
+    assert counts[64 - min_pitch] == 0
+    assert counts.sum() == 1
     assert tokenizer.decode_with_report(ids)[1].unclosed_notes == 1
 
 

@@ -262,7 +262,8 @@ def test_paired_events_are_never_closed_unopened():
     constrained = sampler_lib.Sampler(model, SamplingConfig(), chunk_size=8, paired_events=PAIRS)
     tokens = constrained.generate(prompt, num_tokens=64, num_variations=4, seed=2).tokens
     totals = np.array([_stray_closings(prompt, row) for row in tokens])
-    assert totals[:, 0].sum() > 20 and totals[:, 1].sum() == 0
+    assert totals[:, 0].sum() > 20
+    assert totals[:, 1].sum() == 0
 
     # The same model draws stray closing ids without the constraint.
     free = sampler_lib.Sampler(model, SamplingConfig(), chunk_size=8).generate(
@@ -281,7 +282,7 @@ def test_valid_events_keep_the_chance_of_closing():
     before, after = jax.nn.softmax(logits), jax.nn.softmax(adjusted)
     closing = slice(10, 18)
 
-    # Row 0: only slots 1 and 2 may close; they share all the closing probability, in the
+    # Row 0: only slots 1 and 2 may close. They share all the closing probability in the
     # ratio the model gave them, and every other id keeps its probability.
     np.testing.assert_allclose(after[0, closing].sum(), before[0, closing].sum(), rtol=1e-5)
     assert np.count_nonzero(np.asarray(after[0, closing]) > 1e-12) == 2

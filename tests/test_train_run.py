@@ -160,8 +160,8 @@ def test_init_from_starts_from_the_source_parameters(text_dataset, tmp_path):
     source = tmp_path / "source"
     train_and_evaluate(_config(text_dataset, "train.steps=2"), source, progress=False)
 
-    # Without --config the new run takes the source's config; one step at a learning rate of
-    # 1e-9 moves no parameter visibly, so the new run must hold the source's parameters.
+    # Without --config the new run takes the source's config. One step at a learning rate of
+    # 1e-9 moves no parameter visibly, so the new run must contain the source's parameters.
     tuned = tmp_path / "tuned"
     result = CliRunner().invoke(app, [
         "train", str(tuned), "--init-from", str(source), "--data", str(text_dataset), "--steps", "1",
