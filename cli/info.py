@@ -45,10 +45,11 @@ def info(
         table.add_row("checkpoints", ", ".join(map(str, steps)) if steps else "none yet")
     table.add_row("target steps", str(description["config"]["train"]["steps"]))
     train, validation = description["latest_train"], description["latest_validation"]
+    unit = description["token_unit"]
     if train:
         table.add_row("latest train", f"step {train['step']}: loss {train['loss']:.4f}, "
-                                      f"{train.get('tokens_per_second') or 0:,.0f} target tokens/s")
+                                      f"{train.get('tokens_per_second') or 0:,.0f} target {unit}s/s")
     if validation:
         table.add_row("latest validation", f"step {validation['step']}: NLL {validation['nll']:.4f} "
-                                           f"nats/token, accuracy {validation['accuracy']:.3f}")
+                                           f"nats/{unit}, accuracy {validation['accuracy']:.3f}")
     _output.stdout.print(table)

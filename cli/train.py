@@ -106,10 +106,11 @@ def _print_summary(summary) -> None:
         table.add_row("train loss", f"{summary.train_loss:.4f}")
     if summary.validation is not None:
         validation = summary.validation
-        table.add_row("validation NLL", f"{validation['nll']:.4f} nats/token ({validation['bits']:.3f} bits)")
+        unit = summary.token_unit
+        table.add_row("validation NLL", f"{validation['nll']:.4f} nats/{unit} ({validation['bits']:.3f} bits/{unit})")
         table.add_row("validation accuracy", f"{validation['accuracy']:.3f}")
     if summary.tokens_per_second is not None:
-        table.add_row("speed", f"{summary.tokens_per_second:,.0f} target tokens/s")
+        table.add_row("speed", f"{summary.tokens_per_second:,.0f} target {summary.token_unit}s/s")
     table.add_row("time", f"{summary.seconds:.0f} s")
     _output.stdout.print(table)
     _output.stdout.print(f"Sample from it with: pact sample {summary.run_dir} --out samples")

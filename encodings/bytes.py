@@ -103,6 +103,7 @@ class BytesTokenizer(Tokenizer):
     version = "1"
     file_suffixes = (".txt",)
     modality = "text"
+    token_unit = "byte"
 
     def __init__(self, fallback_encoding: str | None = "cp1252"):
         self.fallback_encoding = canonical_encoding_name(fallback_encoding, self.name)

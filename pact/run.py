@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from pact.config import Config, config_from_dict
-from pact.errors import CheckpointError
+from pact.errors import CheckpointError, TokenizerError, TokenizerMismatchError
 
 
 class RunDir:
@@ -168,12 +168,18 @@ def describe_run(run_dir: str | os.PathLike | None) -> dict[str, Any]:
     """Config, tokenizer, parameter count, checkpoint steps and latest metrics of a run."""
     from flax import nnx
 
-    from pact.model import PerceiverAR, count_parameters
-
+    from pact.encodings import tokenizer_from_spec
     from pact.export import is_exported, read_export_info
+    from pact.model import PerceiverAR, count_parameters
 
     run = RunDir(resolve_run_dir(run_dir)).require()
     config = run.read_config()
+    tokenizer_spec = run.read_tokenizer_spec()
+    try:
+        token_unit = tokenizer_from_spec(tokenizer_spec, source=f"run {run.path}").token_unit
+    except (TokenizerError, TokenizerMismatchError):
+        # The description still helps when the tokenizer's plug-in is gone or has changed.
+        token_unit = "token"
     if is_exported(run.path):
         steps = [int(read_export_info(run.path)["step"])]
     elif run.checkpoint_dir.is_dir():
@@ -189,7 +195,8 @@ def describe_run(run_dir: str | os.PathLike | None) -> dict[str, Any]:
     return {
         "run_dir": str(run.path),
         "config": config.to_dict(),
-        "tokenizer": run.read_tokenizer_spec(),
+        "tokenizer": tokenizer_spec,
+        "token_unit": token_unit,
         "parameters": parameters,
         "checkpoint_steps": steps,
         "exported": is_exported(run.path),

@@ -343,6 +343,7 @@ class TrainSummary:
     validation: dict[str, float] | None
     seconds: float
     tokens_per_second: float | None
+    token_unit: str = "token"  # unit of one target in printed metrics: "event", "byte", ...
 
 
 def train_and_evaluate(config: Config, run_dir: str | Path, *, progress: bool = True,
@@ -369,7 +370,7 @@ def _train_and_evaluate(config: Config, run: RunDir, progress: bool,
     primary = distributed.is_primary()
 
     # 1. Configuration, dataset, tokenizer and mesh. A resumed run uses its saved config.
-    config, dataset, mesh = _open_run(config, run, primary, devices)
+    config, dataset, tokenizer, mesh = _open_run(config, run, primary, devices)
     batch_size = config.data.batch_size
     log.info("mesh %dx%d (data x fsdp) over %d devices in %d processes: %d sequences per device "
              "per step in %d micro-batches", mesh.shape[DATA_AXIS], mesh.shape[FSDP_AXIS], mesh.size,
@@ -406,7 +407,8 @@ def _train_and_evaluate(config: Config, run: RunDir, progress: bool,
     writer = _MetricsWriter(run, start_step) if primary else _NoMetricsWriter()
 
     # 4. Loop.
-    summary = TrainSummary(run.path, start_step, start_step, False, None, None, 0.0, None)
+    summary = TrainSummary(run.path, start_step, start_step, False, None, None, 0.0, None,
+                           token_unit=tokenizer.token_unit)
     stop = _StopRequest(distributed.process_count(), config.train.log_every)
     started = time.perf_counter()
     step = start_step
@@ -451,7 +453,8 @@ def _train_and_evaluate(config: Config, run: RunDir, progress: bool,
                 if eval_batches and (step % config.train.eval_every == 0 or step == config.train.steps):
                     summary.validation = evaluate_batches(eval_step, params, eval_batches)
                     writer({"step": step, "split": "validation", **summary.validation, "time": time.time()})
-                    bar.note(f"step {step}: validation NLL {summary.validation['nll']:.4f} nats/token")
+                    bar.note(f"step {step}: validation NLL {summary.validation['nll']:.4f} "
+                             f"nats/{summary.token_unit}")
                     throughput.restart()
 
                 if step % config.train.checkpoint_every == 0:
@@ -481,7 +484,7 @@ def _open_run(config: Config, run: RunDir, primary: bool, devices: list[jax.Devi
     """Resolve the config of a new or resumed run, open its dataset and build its mesh.
 
     Process 0 then writes the config and tokenizer spec of a new run, once every check has
-    passed. Returns (config, dataset, mesh).
+    passed. Returns (config, dataset, tokenizer, mesh).
     """
     from pact.datasets import open_dataset
     from pact.encodings import tokenizer_from_spec
@@ -528,7 +531,7 @@ def _open_run(config: Config, run: RunDir, primary: bool, devices: list[jax.Devi
         log.info("axis embeddings on: learned position embeddings for each axis of the grid %s "
                  "(model.position_axes); set model.axis_embeddings=false in a new run to leave them off",
                  "x".join(str(size) for size in config.model.position_axes))
-    return config, dataset, mesh
+    return config, dataset, tokenizer, mesh
 
 
 def _copy_context_shortfall(config: Config, metadata: dict) -> str | None:

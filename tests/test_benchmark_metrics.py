@@ -154,7 +154,7 @@ def test_modality_metrics_agree_with_the_nll(random_model, pg19_mini):
     total_bits = result.nll * result.targets / math.log(2)
     assert values["bytes"] == len(text[:300].encode()) + len(text[5000:5100].encode())
     assert values["bits_per_byte"] == pytest.approx(total_bits / values["bytes"], rel=1e-6)
-    assert values["token_unit"] == "token"
+    assert values["token_unit"] == "byte"
     assert sum(bucket["targets"] for bucket in values["buckets"]) == result.targets
     assert values["buckets"][0]["bits"] == pytest.approx(values["buckets"][0]["nll"] / math.log(2))
     assert 0.0 <= values["buckets"][0]["accuracy"] <= 1.0

@@ -41,6 +41,7 @@ def trained_run(maestro_dataset, tmp_path_factory) -> Path:
         args += ["--set", override]
     result = _invoke(*args)
     assert "validation NLL" in result.stdout
+    assert "nats/event" in result.stdout, "the summary names the performance unit"
     return run_dir
 
 
@@ -117,8 +118,10 @@ def test_info_describes_run(trained_run):
     assert description["latest_train"]["step"] == 40
     assert description["latest_validation"]["step"] == 40
     assert description["parameters"] > 10_000
+    assert description["token_unit"] == "event"
     table = _invoke("info", str(trained_run)).stdout
     assert "latest validation" in table
+    assert "nats/event" in table
 
 
 def test_info_rejects_other_folder(tmp_path):

@@ -280,8 +280,8 @@ def test_eval_benchmark_two_processes_match_one(reference_run, tmp_path):
         _stop_all(processes)
     for process, (stdout, stderr) in zip(processes, outputs):
         assert process.returncode == 0, stdout + stderr
-    assert "NLL (nats/token)" in outputs[0][0]
-    assert "NLL (nats/token)" not in outputs[1][0], "process 1 printed the results too"
+    assert "NLL (nats/byte)" in outputs[0][0]
+    assert "NLL (nats/byte)" not in outputs[1][0], "process 1 printed the results too"
 
     single = CliRunner().invoke(app, [*args, "--json", str(tmp_path / "alone.json")])
     assert single.exit_code == 0, single.output
