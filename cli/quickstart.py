@@ -24,7 +24,8 @@ def quickstart(
 ) -> None:
     """Continue a bundled piano performance with the bundled model (or, with --train, a model you train).
 
-    Writes OUT/sample_0.mid, its piano roll and, when FluidSynth is installed, a WAV file.
+    Writes OUT/sample_0.mid, its piano roll and, when FluidSynth is installed, a WAV file. A
+    second run adds OUT/sample_1.mid and so on beside them.
     With --train it writes the dataset, the run and OUT/samples/sample_0.mid with its piano roll.
     """
     if train:

@@ -29,7 +29,9 @@ def sample(
     run_dir: Annotated[Path | None, typer.Argument(
         help="Run directory written by `pact train`, or a model written by `pact export`. "
              "Default: the piano model bundled with pact.")] = None,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the generated files.")] = Path("samples"),
+    out: Annotated[Path, typer.Option(
+        "--out", "-o", help="Folder for the generated files. Numbering continues after the sample_N files "
+                            "already there, so earlier samples are kept.")] = Path("samples"),
     prime: Annotated[Path | None, typer.Option(
         help="MIDI file to continue (any file the encoder reads: several tracks and instruments "
              "are merged). It must fit the model's context (2,048 events for the bundled model, "

@@ -5,8 +5,9 @@ typo costs no compute. `SampleRequest.validate` checks the options alone. `prepa
 then checks them against the run's config and tokenizer, reads the prime and checks its
 length, and locates the audio renderer. Variations are generated in lockstep as one batch. Each is written as
 `sample_<i>.mid` (the tokenizer's native format) in the output folder, with a piano roll
-`sample_<i>.png` and, on request, audio `sample_<i>.wav`. Every file is written under a
-temporary name and then renamed, so an interrupted run leaves only complete files.
+`sample_<i>.png` and, on request, audio `sample_<i>.wav`. The numbers continue after the
+samples already in the folder. Every file is written under a temporary name and then renamed, so an
+interrupted run leaves only complete files.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import dataclasses
 import logging
 import math
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -31,6 +33,8 @@ EOS_ID = 1
 # events per second (notes on and off, velocities, shifts), so 150 leaves headroom.
 MAX_EVENTS_PER_SECOND = 150
 DEFAULT_EVENTS = 1024
+# Files that `write_outputs` numbers: sample_3.mid, sample_3.png, sample_3.wav, ...
+_SAMPLE_NAME = re.compile(r"sample_(\d+)\.[A-Za-z0-9]+")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -289,13 +293,15 @@ def write_outputs(plan: SamplePlan, request: SampleRequest, tokens: np.ndarray, 
 
     `tokens` [B, S] are the generated ids and `lengths` [B] the ids up to and including EOS.
     The pieces come first because they are the result that matters if a later step fails or
-    is interrupted.
+    is interrupted. Numbering continues after the folder's existing samples, so sampling into
+    one folder again adds files and never replaces earlier ones.
     """
     from pact.encodings.midi import Notes, read_midi
 
     tokenizer = plan.tokenizer
     out_dir.mkdir(parents=True, exist_ok=True)
     suffix = tokenizer.file_suffixes[0]
+    first_index = _next_sample_index(out_dir)
 
     # 1. The pieces. Notes are read back from each written MIDI file, so that the summary and
     #    the piano roll show what the file plays. A MIDI file cannot keep two notes of one
@@ -307,7 +313,7 @@ def write_outputs(plan: SamplePlan, request: SampleRequest, tokens: np.ndarray, 
         if request.seconds is not None:
             continuation = tokenizer.truncate_ids(continuation, request.seconds)
         ids = np.concatenate([plan.prompt[1:], continuation]) if request.include_prime else continuation
-        path = out_dir / f"sample_{index}{suffix}"
+        path = out_dir / f"sample_{first_index + index}{suffix}"
         item = tokenizer.decode_to_file(ids, path)
         if isinstance(item, Notes):
             item = read_midi(path).notes
@@ -333,6 +339,16 @@ def write_outputs(plan: SamplePlan, request: SampleRequest, tokens: np.ndarray, 
             output.audio = plan.renderer.render(output.path, output.path.with_suffix(".wav")).path
             log.info("rendered %s", output.audio)
     return outputs
+
+
+def _next_sample_index(out_dir: Path) -> int:
+    """Return one more than the highest N of the `sample_N.*` files in `out_dir`, or 0 if it has none."""
+    highest = -1
+    for path in out_dir.iterdir():
+        match = _SAMPLE_NAME.fullmatch(path.name)
+        if match:
+            highest = max(highest, int(match.group(1)))
+    return highest + 1
 
 
 def _seconds(tokenizer, item, ids: np.ndarray) -> float | None:

@@ -73,7 +73,8 @@ def continue_prime(out_dir: str | Path, *, seconds: float = 20.0, prime_seconds:
     """Continue the first `prime_seconds` of the bundled prime for `seconds` with the bundled model.
 
     Writes `sample_0.mid` and its piano roll into `out_dir`, and `sample_0.wav` when the
-    fluidsynth program and a soundfont are found.
+    fluidsynth program and a soundfont are found. The number continues after the samples
+    already in `out_dir`.
     """
     from pact.errors import RenderError
     from pact.generate import SampleRequest, generate_samples

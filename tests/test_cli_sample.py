@@ -167,6 +167,22 @@ def test_sample_prints_merge_notice(trained_run, shared_data, tmp_path):
     assert sorted(path.name for path in tmp_path.iterdir()) == ["sample_0.mid"]
 
 
+def test_sampling_again_keeps_earlier_samples(trained_run, tmp_path):
+    (tmp_path / "notes.txt").write_text("not a sample")
+    first = _sample(str(trained_run), "--out", str(tmp_path), "-n", "2", "--events", "16", "--seed", "1")
+    assert first.exit_code == 0, first.output
+    earlier = {name: (tmp_path / name).read_bytes()
+               for name in ("sample_0.mid", "sample_1.mid", "sample_0.png", "sample_1.png")}
+
+    second = _sample(str(trained_run), "--out", str(tmp_path), "--events", "16", "--seed", "2")
+    assert second.exit_code == 0, second.output
+    assert "sample_2.mid" in second.stdout
+    assert sorted(path.name for path in tmp_path.iterdir()) == [
+        "notes.txt", "sample_0.mid", "sample_0.png", "sample_1.mid", "sample_1.png", "sample_2.mid", "sample_2.png"]
+    for name, data in earlier.items():
+        assert (tmp_path / name).read_bytes() == data, f"{name} was replaced"
+
+
 def test_progress_shows_events_per_second():
     clock = iter([0.0, 0.0, 1.0, 2.0, 3.0, 3.0, 3.0, 3.0])
     console = Console(file=io.StringIO(), force_terminal=True, width=100)
