@@ -49,7 +49,7 @@ def test_paired_events_follow_the_decoder(min_pitch, max_pitch):
     assert np.all(pairs.closes[others] == -1)
 
     # The decoder ignores a NOTE_OFF of a key that is not down and closes two NOTE_ONs of one
-    # key one at a time. The counts give the notes it still holds at the end.
+    # key one at a time. The counts give the notes still sounding at the end.
     names = ["NOTE_OFF_64", "NOTE_ON_60", "NOTE_ON_60", "NOTE_ON_64", "TIME_SHIFT_10", "NOTE_OFF_60", "NOTE_OFF_64"]
     ids = tokenizer.tokens_to_ids(names)
     counts = pairs.open_counts(ids)
